@@ -1,0 +1,40 @@
+# Everything sets itself up from nothing: `make demo` and `make test` on a fresh clone.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+STAMP  := $(VENV)/.stamp-install
+NATIVE := $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*.cu csrc/cuda/*.cuh)
+
+.PHONY: install demo test lint bench info clean
+
+install: $(STAMP)
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+# The extension is compiled against the installed torch, hence --no-build-isolation
+# (an isolated build would fetch another torch into a throwaway environment).
+$(STAMP): pyproject.toml setup.py constraints.txt $(NATIVE) | $(PY)
+	$(PIP) install --quiet -c constraints.txt "setuptools>=69" wheel ninja pybind11 torch torchvision
+	$(PIP) install --quiet -c constraints.txt --no-build-isolation -e ".[dev]"
+	@touch $(STAMP)
+
+demo: install
+	$(VENV)/bin/glad info
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check glad cli tests benchmarks
+
+info: install
+	$(VENV)/bin/glad info
+
+bench: install
+	$(VENV)/bin/glad bench ops
+
+clean:
+	rm -rf build $(VENV) *.egg-info glad/_C*.so

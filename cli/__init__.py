@@ -1,0 +1,1 @@
+"""The `glad` command line (installed as the `glad_cli` package)."""

@@ -1,0 +1,3 @@
+"""glad: Generalizable LoRA tuning of CLIP with regularized gradients (GLAD)."""
+
+__version__ = "0.1.0"
