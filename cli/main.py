@@ -31,6 +31,11 @@ def info(as_json):
         click.echo(f"  {name:<10} {mark}  {entry['reason']}")
 
 
+from glad_cli.bench import bench  # noqa: E402
+
+cli.add_command(bench)
+
+
 def main():
     cli()
 
