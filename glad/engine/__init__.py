@@ -1,0 +1,1 @@
+"""Training, evaluation and the three protocols, with paper-layout results tables."""

@@ -1,0 +1,65 @@
+"""Results records and the paper-layout tables."""
+
+import json
+import statistics
+
+import pytest
+
+from glad.engine.results import base_to_novel_table, harmonic_mean, read_records, transfer_table, write_tables
+
+
+def _rec(protocol, method, train, evald, split, seed, acc):
+    return {"protocol": protocol, "method": method, "train_dataset": train, "eval_dataset": evald,
+            "split": split, "seed": seed, "accuracy": acc}
+
+
+def test_harmonic_mean():
+    assert harmonic_mean(80.0, 60.0) == pytest.approx(2 * 80 * 60 / 140)
+    assert harmonic_mean(0.0, 0.0) == 0.0
+
+
+def test_base_to_novel_hm_is_of_seed_means_and_average_row():
+    recs = []
+    data = {"pets": ([90.0, 92.0, 94.0], [70.0, 80.0, 75.0]), "dtd": ([60.0, 62.0, 64.0], [40.0, 50.0, 60.0])}
+    for ds, (base, novel) in data.items():
+        for seed, (b, n) in enumerate(zip(base, novel), start=1):
+            recs += [_rec("base-to-novel", "glad", ds, ds, "base", seed, b),
+                     _rec("base-to-novel", "glad", ds, ds, "novel", seed, n)]
+    table = base_to_novel_table(recs)
+    assert table.header == ["Dataset", "Method", "Base", "Novel", "HM", "Seeds"]
+    pets = table.rows[0]
+    assert pets[0] == "pets" and pets[2] == f"92.00 ± {statistics.stdev([90, 92, 94]):.2f}"
+    assert float(pets[4]) == pytest.approx(harmonic_mean(92.0, 75.0), abs=5e-3)
+    avg = table.rows[-1]
+    mb, mn = (92.0 + 62.0) / 2, (75.0 + 50.0) / 2
+    assert avg[0] == "Average" and float(avg[2]) == pytest.approx(mb) and float(avg[3]) == pytest.approx(mn)
+    assert float(avg[4]) == pytest.approx(harmonic_mean(mb, mn), abs=5e-3)
+    # The HM of the seed means is not the mean of per-seed HMs: the table uses the former.
+    per_seed = statistics.fmean(harmonic_mean(b, n) for b, n in zip(*data["pets"]))
+    assert abs(float(pets[4]) - per_seed) > 1e-3
+
+
+def test_transfer_table_rows_and_target_average():
+    recs = [_rec("cross-dataset", "lora", "imagenet", "imagenet", "all", 1, 70.0),
+            _rec("cross-dataset", "lora", "imagenet", "dtd", "all", 1, 40.0),
+            _rec("cross-dataset", "lora", "imagenet", "eurosat", "all", 1, 50.0)]
+    table = transfer_table(recs, "cross-dataset")
+    assert table.header == ["Method", "imagenet (source)", "dtd", "eurosat", "Target average"]
+    assert table.rows == [["lora", "70.00 ± 0.00", "40.00 ± 0.00", "50.00 ± 0.00", "45.00"]]
+
+
+def test_write_tables_and_truncated_last_line(tmp_path):
+    recs = [_rec("domain-generalization", "glad", "imagenet", "imagenet_a", "all", 1, 30.0)]
+    path = tmp_path / "results.jsonl"
+    path.write_text(json.dumps(recs[0]) + "\n" + '{"protocol": "dom')  # killed mid-write
+    assert read_records(str(path)) == recs
+    write_tables(recs, str(tmp_path))
+    assert "imagenet_a" in (tmp_path / "results.md").read_text()
+    assert (tmp_path / "results-domain-generalization.csv").read_text().startswith("Method,")
+
+
+def test_corrupt_middle_line_is_an_error(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text("{bad\n{}\n")
+    with pytest.raises(ValueError, match="line 1"):
+        read_records(str(path))
