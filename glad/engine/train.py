@@ -1,0 +1,136 @@
+"""One training job: a method tuned on one few-shot training set for one seed.
+
+The step is GradReg (glad.optim) around AdamW, cosine-annealed per iteration.
+The zero-shot teacher's logits (for the KL term) are computed once per batch,
+outside the closure: they depend on no trainable parameter, so both passes of
+the regularised step share them.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import sys
+
+import torch
+from torch.utils.data import DataLoader
+
+from glad.config import Method, TrainConfig
+from glad.data import ImageDataset, format_prompt
+from glad.engine.checkpoint import Checkpointer, rng_state, set_rng_state
+from glad.engine.runtime import Runtime
+from glad.engine.sampling import GlobalBatchSampler, SeededItems
+from glad.models import glad_loss
+from glad.optim import GradReg
+
+log = logging.getLogger("glad")
+
+
+def cosine_factor(total_iters: int, warmup_iters: int = 0):
+    """LR multiplier per iteration: linear warmup, then cosine from 1 to 0."""
+
+    def factor(it: int) -> float:
+        if it < warmup_iters:
+            return (it + 1) / warmup_iters
+        span = max(1, total_iters - warmup_iters)
+        return 0.5 * (1.0 + math.cos(math.pi * min(it - warmup_iters, span) / span))
+
+    return factor
+
+
+def make_train_loader(items, transform, cfg: TrainConfig, seed: int, runtime: Runtime):
+    sampler = GlobalBatchSampler(len(items), cfg.batch_size, seed, runtime.rank, runtime.world_size)
+    loader = DataLoader(SeededItems(ImageDataset(items, transform), seed), batch_sampler=sampler,
+                        num_workers=cfg.workers, pin_memory=runtime.device.type == "cuda",
+                        persistent_workers=False)
+    return loader, sampler
+
+
+def train(model, method: Method, cfg: TrainConfig, items, classnames, template, transform,
+          seed: int, job_dir: str, runtime: Runtime) -> dict:
+    """Tune `model` (a GladModel) in place; resumes from `job_dir/checkpoints` when one is there."""
+    device = runtime.device
+    tokens = model.tokenize([format_prompt(template, c) for c in classnames]).to(device)
+    loader, sampler = make_train_loader(items, transform, cfg, seed, runtime)
+    total_iters = cfg.epochs * sampler.batches_per_epoch
+    if cfg.max_iters is not None:
+        total_iters = min(total_iters, cfg.max_iters)
+
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    params = [p for _, p in named]
+    base = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.wd)
+    net = model
+    if runtime.world_size > 1:
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    optimizer = GradReg(params, base, rho=cfg.rho, alpha=cfg.gradreg_alpha, delta=cfg.delta,
+                        mode=method.gradreg_mode, model=net, max_grad_norm=cfg.grad_clip)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(base, cosine_factor(total_iters, cfg.warmup_iters))
+    kl_weight = cfg.kl_weight if method.kl else 0.0
+
+    checkpoints = Checkpointer(os.path.join(job_dir, "checkpoints"))
+    epoch, batch, step = 0, 0, 0
+    resumed = checkpoints.load_latest()
+    if resumed is not None:
+        tensors, state = resumed
+        with torch.no_grad():
+            for name, p in named:
+                p.copy_(tensors[name])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        epoch, batch, step = state["epoch"], state["batch"], state["step"]
+        log.info("resumed %s at epoch %d, batch %d (step %d)", job_dir, epoch, batch, step)
+
+    def save(next_epoch, next_batch):
+        if runtime.is_main:
+            state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "rng": rng_state(), "epoch": next_epoch, "batch": next_batch, "step": step}
+            checkpoints.save(step, {n: p for n, p in named}, state)
+        runtime.barrier()
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total_iters, initial=step, desc=os.path.basename(job_dir.rstrip("/")) or "train",
+               disable=not (runtime.is_main and sys.stderr.isatty()), leave=False)
+    model.train()
+    running = []
+    while step < total_iters:
+        sampler.set_epoch(epoch, batch)
+        for images, labels in loader:
+            images = images.to(device, non_blocking=True)
+            labels = labels.to(device, non_blocking=True)
+            teacher = None
+            if kl_weight > 0:
+                with runtime.autocast():
+                    teacher = model.zeroshot_logits(images, tokens).float()
+
+            def closure():
+                base.zero_grad(set_to_none=False)
+                with runtime.autocast():
+                    logits = net(images, tokens)
+                loss, _ = glad_loss(logits.float(), labels, teacher, kl_weight)
+                loss.backward()
+                return loss
+
+            loss = optimizer.step(closure)
+            scheduler.step()
+            step += 1
+            batch += 1
+            running.append(loss.detach())
+            bar.update(1)
+            if step >= total_iters:
+                break
+            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
+                save(epoch, batch)
+        if batch >= sampler.batches_per_epoch:
+            epoch, batch = epoch + 1, 0
+        if step < total_iters:
+            save(epoch, batch)
+    bar.close()
+    mean_loss = torch.stack(running).mean().item() if running else float("nan")
+    stats = {"steps": step, "epochs": cfg.epochs, "mean_loss_last_run": mean_loss,
+             "skipped_steps": int(getattr(optimizer, "skipped_steps", 0))}
+    log.info("trained %s: %d steps, mean loss %.4f, %d skipped", job_dir, step, mean_loss, stats["skipped_steps"])
+    return stats
