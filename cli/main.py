@@ -32,8 +32,10 @@ def info(as_json):
 
 
 from glad_cli.bench import bench  # noqa: E402
+from glad_cli.train import evaluate_cmd, report, train  # noqa: E402
 
-cli.add_command(bench)
+for command in (train, evaluate_cmd, report, bench):
+    cli.add_command(command)
 
 
 def main():
