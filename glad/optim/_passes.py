@@ -1,0 +1,67 @@
+"""What makes the second (perturbed) pass see the same world as the first.
+
+Two forward/backward passes of one GradReg step must differ only in the
+parameters: the same batch (the closure's job: it closes over one batch), the
+same random draws (dropout masks), and the perturbed pass must leave no trace in
+the model's running statistics (BatchNorm).
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
+
+
+class RngReplay:
+    """Snapshot of the CPU generator and the CUDA generators of `devices`, to replay a pass."""
+
+    def __init__(self, devices):
+        self._cuda = sorted({d.index if d.index is not None else torch.cuda.current_device()
+                             for d in devices if d.type == "cuda"})
+        self._cpu_state = None
+        self._cuda_states = []
+
+    def capture(self):
+        self._cpu_state = torch.get_rng_state()
+        self._cuda_states = [torch.cuda.get_rng_state(i) for i in self._cuda]
+
+    def restore(self):
+        torch.set_rng_state(self._cpu_state)
+        for i, state in zip(self._cuda, self._cuda_states, strict=True):
+            torch.cuda.set_rng_state(state, i)
+
+
+@contextlib.contextmanager
+def frozen_running_stats(model: torch.nn.Module | None):
+    """Inside, normalisation layers in training mode use batch statistics but update nothing.
+
+    BatchNorm (and SyncBatchNorm) in training mode with ``track_running_stats``
+    switched off normalise with the batch's statistics, exactly as in the first
+    pass, and neither touch ``running_mean/var`` nor count ``num_batches_tracked``;
+    flipping the flag costs nothing. Other layers with running statistics
+    (InstanceNorm with ``track_running_stats=True``) update them whatever the
+    flag says, so their buffers are copied and put back instead.
+    """
+    if model is None:
+        yield
+        return
+    flipped, saved = [], []
+    for m in model.modules():
+        if not (isinstance(m, _NormBase) and m.training and m.track_running_stats):
+            continue
+        if isinstance(m, _BatchNorm):
+            m.track_running_stats = False
+            flipped.append(m)
+        else:
+            saved.append((m, [(b, b.clone()) for b in m.buffers(recurse=False) if b is not None]))
+    try:
+        yield
+    finally:
+        for m in flipped:
+            m.track_running_stats = True
+        with torch.no_grad():
+            for _, buffers in saved:
+                for live, copy in buffers:
+                    live.copy_(copy)

@@ -1,0 +1,343 @@
+"""GradReg: the two-pass step of GLAD's Algorithm 1 around any torch optimizer.
+
+One step (mode ``gradreg``), over the parameters as one flat vector:
+
+1. ``g = grad L(theta)``                       (first call of the closure)
+2. ``theta <- theta + rho * g / ||g||``        (``glad.ops.sam_perturb_``)
+3. ``g' = grad L(theta + eps)``; restore theta  (second call, ``sam_restore_``)
+4. ``if <g, g'> < 0: g' <- g' - <g, g'> / (||g||^2 + delta) * g``
+5. ``g_f = (1 - alpha) g + alpha g'``           (4-5: ``project_interpolate_``)
+
+then clipping of ``g_f`` and the base optimizer's step. Mode ``sam`` steps with
+``g'`` (steps 1-3), mode ``off`` with ``g`` (one pass).
+
+How the step keeps its costs low: the first pass's gradient tensors are taken
+over, not copied (``p.grad`` is set to ``None`` so that the second backward
+writes fresh ones), ``g_f`` is computed in place into them and handed back as
+``p.grad``; the ops are multi-tensor (one launch for all parameters on the fused
+backends). The step synchronises with the device exactly once, to read one
+combined "something was not finite" flag that decides whether the base
+optimizer steps (see ``GradReg.step``).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import torch
+
+from glad.optim._distributed import all_reduce_mean_, any_rank, ddp_group
+from glad.optim._passes import RngReplay, frozen_running_stats
+
+MODES = ("gradreg", "sam", "off")
+
+
+class NonFiniteStepWarning(RuntimeWarning):
+    """A step was skipped because its loss or a gradient was NaN or infinite."""
+
+
+class GradReg:
+    """Gradient-regularised (or SAM, or plain) steps of `base_optimizer` over `params`.
+
+    Args:
+        params: the trainable parameters theta (tensors or param-group dicts), or
+            ``None`` for all parameters of `base_optimizer`. They must be exactly
+            the base optimizer's parameters.
+        base_optimizer: any ``torch.optim.Optimizer`` over `params`; LR
+            schedulers are attached to it, not to GradReg.
+        rho: SAM radius (>= 0). alpha: weight of the perturbed gradient in
+            ``g_f`` (in [0, 1]). delta: stabiliser of the projection (>= 0).
+        mode: ``"gradreg"`` (Algorithm 1), ``"sam"`` or ``"off"``.
+        model: the module the closure runs (DDP-wrapped or not). With it, the
+            perturbed pass leaves BatchNorm running statistics untouched, and a
+            DDP model makes the skip decision agree across ranks and enables
+            `per_rank_perturbation`.
+        max_grad_norm: clip the global L2 norm of the final gradient ``g_f``.
+        scaler: a ``torch.amp.GradScaler`` for fp16 autocast. The closure then
+            calls ``scaler.scale(loss).backward()`` and returns the unscaled
+            loss; GradReg unscales ``g_f``, skips on overflow and calls
+            ``scaler.update()``. bf16 autocast needs no scaler.
+        per_rank_perturbation: under DDP, compute the SAM perturbation from each
+            rank's own gradient (the "m-sharpness" variant): the first pass runs
+            inside ``model.no_sync()`` and ``g`` is averaged by hand afterwards.
+            By default both passes use the all-reduced gradients, so N ranks
+            update exactly like one process on the union of their batches.
+        replay_rng: replay the CPU/CUDA random state of the first pass in the
+            second, so dropout draws the same masks in both.
+        backend: backend of the ``glad.ops`` calls (``"auto"``, ``"reference"``, ...).
+    """
+
+    def __init__(self, params, base_optimizer, rho: float = 0.1, alpha: float = 0.5,
+                 delta: float = 1e-12, mode: str = "gradreg", *, model=None,
+                 max_grad_norm: float | None = None, scaler=None,
+                 per_rank_perturbation: bool = False, replay_rng: bool = True,
+                 backend: str = "auto"):
+        if not isinstance(base_optimizer, torch.optim.Optimizer):
+            raise TypeError(f"base_optimizer must be a torch.optim.Optimizer, got "
+                            f"{type(base_optimizer).__name__}; build e.g. "
+                            f"torch.optim.AdamW(params) and pass that")
+        if mode not in MODES:
+            raise ValueError(f"mode={mode!r} is not one of {MODES}")
+        _check_number("rho", rho, low=0.0)
+        _check_number("alpha", alpha, low=0.0, high=1.0)
+        _check_number("delta", delta, low=0.0)
+        if max_grad_norm is not None:
+            _check_number("max_grad_norm", max_grad_norm, low=0.0, strict=True)
+        self.base_optimizer = base_optimizer
+        self.mode, self.rho, self.alpha, self.delta = mode, float(rho), float(alpha), float(delta)
+        self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
+        self.model = model
+        self.backend = backend
+        self.replay_rng = bool(replay_rng)
+        self.scaler = scaler if scaler is not None and scaler.is_enabled() else None
+        self.params = _collect_params(params, base_optimizer)
+
+        self._ddp, self._group = ddp_group(model)
+        self.per_rank_perturbation = bool(per_rank_perturbation)
+        if self.per_rank_perturbation and not isinstance(model, torch.nn.parallel.DistributedDataParallel):
+            raise ValueError("per_rank_perturbation=True needs model= the DistributedDataParallel "
+                             "module the closure runs (for its no_sync()); got "
+                             f"{type(model).__name__}")
+        # DDP with gradient_as_bucket_view hands out grads that alias its buckets, which the
+        # second backward overwrites: g must then be copied, not taken over.
+        self._copy_g = bool(getattr(model, "gradient_as_bucket_view", False))
+        self._rng = RngReplay({p.device for p in self.params})
+
+        self.steps = 0               # step() calls
+        self._skipped = 0
+        self.last_info: dict[str, torch.Tensor | None] = {}
+
+    # -- the optimizer surface --------------------------------------------------------------
+    @property
+    def param_groups(self):
+        return self.base_optimizer.param_groups
+
+    @property
+    def skipped_steps(self) -> int:
+        """Steps skipped because the loss or a gradient was not finite."""
+        return self._skipped
+
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        self.base_optimizer.zero_grad(set_to_none=set_to_none)
+
+    def state_dict(self) -> dict:
+        """The base optimizer's state plus GradReg's counters and settings (for resume)."""
+        return {"base": self.base_optimizer.state_dict(),
+                "gradreg": {"version": 1, "mode": self.mode, "rho": self.rho,
+                            "alpha": self.alpha, "delta": self.delta,
+                            "max_grad_norm": self.max_grad_norm,
+                            "steps": self.steps, "skipped_steps": self._skipped}}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore what `state_dict` saved. The settings stay those given to the constructor."""
+        if not isinstance(state, dict) or "base" not in state or "gradreg" not in state:
+            keys = sorted(state) if isinstance(state, dict) else type(state).__name__
+            raise ValueError(f"not a GradReg state dict (keys {keys}); expected 'base' and "
+                             f"'gradreg' as written by GradReg.state_dict()")
+        own = state["gradreg"]
+        changed = [k for k in ("mode", "rho", "alpha", "delta", "max_grad_norm")
+                   if k in own and own[k] != getattr(self, k)]
+        if changed:
+            warnings.warn("resuming GradReg with different settings: " + ", ".join(
+                f"{k} {own[k]!r} -> {getattr(self, k)!r}" for k in changed), stacklevel=2)
+        self.base_optimizer.load_state_dict(state["base"])
+        self.steps = int(own.get("steps", 0))
+        self._skipped = int(own.get("skipped_steps", 0))
+
+    def __repr__(self) -> str:
+        return (f"GradReg(mode={self.mode!r}, rho={self.rho}, alpha={self.alpha}, "
+                f"delta={self.delta}, max_grad_norm={self.max_grad_norm}, "
+                f"base={type(self.base_optimizer).__name__})")
+
+    # -- the step ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def step(self, closure):
+        """One step; returns the loss the closure returned at theta (the first pass).
+
+        `closure` zeroes the gradients, runs forward and backward on one batch and
+        returns the loss (with a `scaler`: backward of ``scaler.scale(loss)``,
+        returning ``loss``). It is called once (``off``) or twice (at theta, then
+        at theta + eps); never call backward yourself before ``step``.
+
+        If the loss of either pass, ``g`` or ``g'`` is NaN or infinite, the
+        parameters and the base optimizer are left exactly as they were, the
+        step is counted in `skipped_steps` and a `NonFiniteStepWarning` is
+        issued. That decision is the step's only host-device synchronisation.
+        """
+        if not callable(closure):
+            raise TypeError("GradReg.step needs a closure that zeroes the grads, runs forward "
+                            "and backward on the batch and returns the loss")
+        closure = torch.enable_grad()(closure)
+        self.steps += 1
+        checks: list[tuple[str, torch.Tensor]] = []
+        info: dict[str, torch.Tensor | None] = {}
+
+        if self.mode == "off":
+            loss = closure()
+            _check_loss(checks, "loss", loss)
+            info["loss"] = _detached(loss)
+            self._finish(checks, info, need_norm=True)
+            return loss
+
+        from glad.ops import project_interpolate_, sam_perturb_, sam_restore_
+
+        params = self.params
+        if self.replay_rng:
+            self._rng.capture()
+        if self.per_rank_perturbation:
+            with self.model.no_sync():
+                loss = closure()
+        else:
+            loss = closure()
+        _check_loss(checks, "loss", loss)
+        g = [p.grad for p in params]
+        state = sam_perturb_(params, g, self.rho, backend=self.backend)
+        checks.append(("g", state.nonfinite))
+        info["grad_norm"] = state.grad_norm
+        if self.mode == "gradreg":
+            if self._copy_g:
+                g = [None if t is None else t.clone() for t in g]
+            else:  # take g over; the second backward allocates g' afresh
+                for p in params:
+                    p.grad = None
+        if self.replay_rng:
+            self._rng.restore()
+        try:
+            with frozen_running_stats(self.model):
+                loss2 = closure()
+        finally:
+            sam_restore_(params, state)
+        _check_loss(checks, "perturbed loss", loss2)
+        info["loss"], info["perturbed_loss"] = _detached(loss), _detached(loss2)
+
+        if self.mode == "sam":  # p.grad holds g'; its finiteness is checked with its norm
+            self._finish(checks, info, need_norm=True)
+            return loss
+
+        if self.per_rank_perturbation:  # g is still this rank's own; the update needs the mean
+            all_reduce_mean_([t for t in g if t is not None], self._group)
+        owners, gs, gps = _pairs(params, g)
+        delta = self.delta
+        if self.scaler is not None:
+            # Both gradients carry the loss scale S (a power of two, so scaling is exact):
+            # <Sg,Sg'>/(||Sg||^2 + S^2 delta) is the unscaled projection coefficient.
+            delta = delta * float(self.scaler.get_scale()) ** 2
+        if gs:
+            stats = project_interpolate_(gs, gps, self.alpha, delta, backend=self.backend)
+            checks.append(("g'", stats.nonfinite))
+            info["dot"], info["norm_sq"] = stats.dot, stats.norm_sq
+            for p, t in zip(owners, gs, strict=True):
+                if self._copy_g and p.grad is not None:
+                    p.grad.copy_(t)  # keep DDP's bucket views as the .grad tensors
+                else:
+                    p.grad = t
+        self._finish(checks, info, need_norm=False)
+        return loss
+
+    # -- shared tail: clip, decide, step ----------------------------------------------------
+    def _finish(self, checks, info, need_norm: bool) -> None:
+        grads = [p.grad for p in self.params if p.grad is not None]
+        scaler = self.scaler
+        if scaler is not None and grads:
+            # Make any failed check an inf in g_f, so that the scaler's own overflow check
+            # (and hence its scale backoff) agrees with the skip decision.
+            bad = _any([flag for _, flag in checks], grads[0].device)
+            grads[0].add_(torch.where(bad, math.inf, 0.0).to(grads[0].device, grads[0].dtype))
+            scaler.unscale_(self.base_optimizer)
+            need_norm = True
+        norm = None
+        if self.max_grad_norm is not None:
+            norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm, foreach=True)
+        elif need_norm and grads:
+            norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+        if norm is not None:
+            checks.append(("final gradient", ~torch.isfinite(norm)))
+            info["final_grad_norm"] = norm
+        device = grads[0].device if grads else self.params[0].device
+        bad = _any([flag for _, flag in checks], device)
+        if self._ddp:
+            bad = any_rank(bad, self._group)
+        info["skipped"] = bad
+        self.last_info = info
+        if bool(bad):  # the step's one host sync
+            self._skipped += 1
+            reasons = [name for name, flag in checks if bool(flag)] or ["another rank"]
+            warnings.warn(f"GradReg step {self.steps}: non-finite {', '.join(reasons)}; step "
+                          f"skipped, parameters unchanged ({self._skipped} skipped so far)",
+                          NonFiniteStepWarning, stacklevel=3)
+            if scaler is not None:
+                scaler.update()
+            return
+        if scaler is not None:
+            scaler.step(self.base_optimizer)
+            scaler.update()
+        else:
+            self.base_optimizer.step()
+
+
+def _check_number(name, value, low=None, high=None, strict=True):
+    ok = isinstance(value, (int, float)) and math.isfinite(value)
+    if ok and low is not None:
+        ok = value > low if strict else value >= low
+    if ok and high is not None:
+        ok = value <= high
+    if not ok:
+        bounds = f"{'>' if strict else '>='} {low}" + (f" and <= {high}" if high is not None else "")
+        raise ValueError(f"{name}={value!r}: expected a finite number {bounds}")
+
+
+def _collect_params(params, base_optimizer) -> list[torch.Tensor]:
+    base = [p for group in base_optimizer.param_groups for p in group["params"]]
+    if params is None:
+        mine = base
+    else:
+        mine = []
+        for item in params:
+            mine.extend(item["params"] if isinstance(item, dict) else [item])
+    mine = [p for p in mine if p.requires_grad]
+    base_ids = {id(p) for p in base if p.requires_grad}
+    mine_ids = {id(p) for p in mine}
+    if len(mine_ids) != len(mine):
+        raise ValueError("params lists a parameter more than once; pass each once")
+    if not mine:
+        raise ValueError("GradReg got no parameters that require grad; pass the trainable ones")
+    if mine_ids != base_ids:
+        raise ValueError(f"params ({len(mine_ids)} tensors) and base_optimizer "
+                         f"({len(base_ids)} trainable tensors) differ by "
+                         f"{len(mine_ids ^ base_ids)}; GradReg and its base optimizer must "
+                         f"hold the same parameters (or pass params=None)")
+    return mine
+
+
+def _check_loss(checks, name, loss) -> None:
+    if isinstance(loss, torch.Tensor):
+        checks.append((name, ~torch.isfinite(loss.detach()).all()))
+    elif isinstance(loss, (int, float)):
+        checks.append((name, torch.tensor(not math.isfinite(loss))))
+
+
+def _detached(loss):
+    return loss.detach() if isinstance(loss, torch.Tensor) else loss
+
+
+def _any(flags, device) -> torch.Tensor:
+    flags = [f.to(device, non_blocking=True) for f in flags]
+    if not flags:
+        return torch.zeros((), dtype=torch.bool, device=device)
+    if len(flags) == 1:
+        return flags[0]
+    return torch.stack(flags).any()
+
+
+def _pairs(params, g):
+    """(params, g, g') for the ops: pairs with one side missing get zeros, with none are dropped."""
+    owners, gs, gps = [], [], []
+    for p, a in zip(params, g, strict=True):
+        b = p.grad
+        if a is None and b is None:
+            continue
+        owners.append(p)
+        gs.append(torch.zeros_like(p) if a is None else a)
+        gps.append(torch.zeros_like(p) if b is None else b)
+    return owners, gs, gps
