@@ -1,0 +1,110 @@
+"""Argument checks shared by every backend: clear errors before any kernel runs."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+SUPPORTED_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+def _as_list(tensors, name):
+    if isinstance(tensors, torch.Tensor):
+        raise TypeError(f"{name} must be a list of tensors, got a single Tensor; wrap it: [{name}]")
+    if not isinstance(tensors, Sequence):
+        tensors = list(tensors)
+    return tensors
+
+
+def _spans(t):
+    """(storage pointer, first byte, one past the last byte) of the memory `t` may touch."""
+    if t.numel() == 0:
+        return None
+    size = t.element_size()
+    start = t.storage_offset()
+    last = start + sum((n - 1) * s for n, s in zip(t.shape, t.stride(), strict=True) if s > 0)
+    return t.untyped_storage().data_ptr(), start * size, (last + 1) * size
+
+
+def _check_no_overlap(written, written_name, read, read_name, index):
+    """Rejects a written tensor that shares memory with any other tensor of either list.
+
+    Conservative: two strided views that interleave without touching the same
+    element are rejected too (their spans overlap).
+    """
+    spans = []
+    for i, t in enumerate(written):
+        s = _spans(t)
+        if s is not None:
+            spans.append((*s, 0, index[i]))
+    for i, t in enumerate(read):
+        s = _spans(t)
+        if s is not None:
+            spans.append((*s, 1, index[i]))
+    spans.sort()
+    names = (written_name, read_name)
+    # Sweep each storage in order of start, keeping the span that reaches furthest: the first
+    # overlap that involves a written tensor is always an overlap with that span.
+    prev = None
+    for cur in spans:
+        if prev is not None and prev[0] == cur[0] and cur[1] < prev[2] and (prev[3] == 0 or cur[3] == 0):
+            a, b = names[prev[3]] + f"[{prev[4]}]", names[cur[3]] + f"[{cur[4]}]"
+            raise ValueError(
+                f"{a} and {b} share memory; the op writes {written_name} in place, so every tensor "
+                f"it writes must have its own memory. Pass a copy (e.g. {b}.clone())."
+            )
+        if prev is None or prev[0] != cur[0] or cur[2] > prev[2]:
+            prev = cur
+
+
+def check_pairs(first, second, first_name, second_name, *, check_alias=True):
+    """Validates two parallel lists and drops the pairs holding a None.
+
+    Returns (firsts, seconds, kept) where kept are the indices of the pairs
+    kept. Every kept pair must agree in shape and dtype, be fp32/fp16/bf16, and
+    all tensors must live on one device.
+    """
+    first = _as_list(first, first_name)
+    second = _as_list(second, second_name)
+    if len(first) != len(second):
+        raise ValueError(
+            f"{first_name} has {len(first)} tensors but {second_name} has {len(second)}; "
+            f"pass one {second_name} entry (or None) for each of {first_name}."
+        )
+    a_list, b_list, kept = [], [], []
+    device = None
+    for i, (a, b) in enumerate(zip(first, second, strict=True)):
+        if a is None or b is None:
+            continue
+        if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
+            bad = first_name if not isinstance(a, torch.Tensor) else second_name
+            raise TypeError(f"{bad}[{i}] is a {type(a if bad == first_name else b).__name__}; expected a Tensor or None.")
+        if a.shape != b.shape:
+            raise ValueError(
+                f"{first_name}[{i}] has shape {tuple(a.shape)} but {second_name}[{i}] has shape "
+                f"{tuple(b.shape)}; each pair must have the same shape."
+            )
+        if a.dtype != b.dtype:
+            raise TypeError(
+                f"{first_name}[{i}] is {a.dtype} but {second_name}[{i}] is {b.dtype}; each pair must "
+                f"have one dtype (cast one of them with .to({a.dtype}))."
+            )
+        if a.dtype not in SUPPORTED_DTYPES:
+            raise TypeError(
+                f"{first_name}[{i}] is {a.dtype}; supported dtypes are float32, float16 and bfloat16."
+            )
+        if device is None:
+            device = a.device
+        if a.device != device or b.device != device:
+            other = a.device if a.device != device else b.device
+            raise ValueError(
+                f"pair {i} is on {other} but earlier tensors are on {device}; all tensors of one call "
+                f"must be on one device (call the op once per device)."
+            )
+        a_list.append(a)
+        b_list.append(b)
+        kept.append(i)
+    if check_alias and a_list:
+        _check_no_overlap(a_list, first_name, b_list, second_name, kept)
+    return a_list, b_list, kept
