@@ -20,10 +20,10 @@ turns `_` into a space when the prompt is made.
 """
 
 from .coop import SPECS as COOP_SPECS
-from .fewshot import default_cache_root, draw_fewshot, fewshot, sample_per_class
 from .loader import ImageDataset, load_image, make_loader
 from .protocols import PROTOCOLS, Protocol, get_protocol, register_protocol_defaults
 from .registry import COOP_DATASETS, available_datasets, build_dataset, register_dataset
+from .shots import default_cache_root, draw_fewshot, fewshot, sample_per_class
 from .subsample import base_novel_labels, subsample_classes
 from .templates import DEFAULT_TEMPLATE, TEMPLATES, template_for
 from .transforms import CLIP_MEAN, CLIP_STD, test_transform, train_transform
