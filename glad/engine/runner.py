@@ -30,7 +30,7 @@ import torch
 
 import glad
 from glad.config import METHODS, ConfigError, TrainConfig
-from glad.data import build_dataset, fewshot, subsample_classes, test_transform, train_transform
+from glad.data import PROTOCOLS, build_dataset, fewshot, subsample_classes, test_transform, train_transform
 from glad.engine.evaluate import evaluate
 from glad.engine.results import read_records, write_tables
 from glad.engine.runtime import Runtime, setup_runtime
@@ -39,12 +39,6 @@ from glad.io import append_line, atomic_write_text
 from glad.models import GladModel, LoraConfig, load_adapter, load_clip, save_adapter
 
 log = logging.getLogger("glad")
-
-# Protocol defaults on the standard benchmarks (SPEC section 4).
-BASE_TO_NOVEL = ["imagenet", "caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
-                 "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101"]
-CROSS_DATASET = ("imagenet", BASE_TO_NOVEL[1:])
-DOMAIN_GENERALIZATION = ("imagenet", ["imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r"])
 
 
 class OutputConflictError(RuntimeError):
@@ -61,11 +55,14 @@ class Job:
 
 
 def plan(cfg: TrainConfig) -> list[Job]:
-    """The jobs of a protocol. For transfer protocols `--dataset SOURCE TARGET...` overrides defaults."""
-    if cfg.protocol == "base-to-novel":
-        names = cfg.datasets or BASE_TO_NOVEL
-        return [Job(ds, "base", ((ds, "base"), (ds, "novel"))) for ds in names]
-    source, targets = CROSS_DATASET if cfg.protocol == "cross-dataset" else DOMAIN_GENERALIZATION
+    """The jobs of a protocol (glad.data.PROTOCOLS); `--dataset` names override its datasets:
+    each one for base-to-novel, SOURCE TARGET... for the transfer protocols."""
+    protocol = PROTOCOLS[cfg.protocol]
+    if protocol.source is None:
+        names = cfg.datasets or protocol.targets
+        return [Job(ds, protocol.train_classes, tuple((ds, split) for split in protocol.test_classes))
+                for ds in names]
+    source, targets = protocol.source, protocol.targets
     if cfg.datasets:
         source, targets = cfg.datasets[0], cfg.datasets[1:] or targets
     return [Job(source, "all", tuple([(source, "all")] + [(t, "all") for t in targets]))]

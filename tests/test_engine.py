@@ -1,0 +1,187 @@
+"""End to end: each protocol and method on miniature CoOp data and a tiny open_clip model."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+from click.testing import CliRunner
+from safetensors.torch import load_file
+
+from glad.engine.results import harmonic_mean, read_records
+from glad_cli.main import cli
+from tests.data_fixtures import make_coop_dataset
+from tests.engine_fixtures import PYTHON, base_flags, register_tiny_model, write_launcher
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return register_tiny_model(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    make_coop_dataset(root, "oxford_pets", n_classes=5, per_class=(4, 2, 3))
+    make_coop_dataset(root, "dtd", n_classes=4, per_class=(4, 2, 3))
+    make_coop_dataset(root, "imagenet", n_classes=4, per_class=(4, 2, 3))
+    make_coop_dataset(root, "eurosat", n_classes=3, per_class=(2, 2, 3))
+    make_coop_dataset(root, "imagenet_a", n_classes=4, per_class=(0, 0, 2))
+    return root
+
+
+def _train(*args, env=None):
+    result = CliRunner().invoke(cli, ["train", *args], env=env, catch_exceptions=False)
+    return result
+
+
+def test_base_to_novel_table_and_records(tiny, data_root, tmp_path):
+    out = tmp_path / "b2n"
+    res = _train(*base_flags(data_root, out), "--dataset", "oxford_pets", "--dataset", "dtd",
+                 "--method", "zeroshot", "--method", "lora", "--method", "glad", "--seeds", "1", "--seeds", "2")
+    assert res.exit_code == 0, res.output
+    records = read_records(str(out / "results.jsonl"))
+    assert len(records) == 3 * 2 * 2 * 2  # methods x datasets x splits x seeds
+    md = (out / "results-base-to-novel.md").read_text()
+    assert "| Dataset | Method | Base | Novel | HM | Seeds |" in md
+    # HM is that of the seed-averaged base and novel accuracies.
+    for method in ("zeroshot", "glad"):
+        base = [r["accuracy"] for r in records if r["method"] == method and r["eval_dataset"] == "dtd"
+                and r["split"] == "base"]
+        novel = [r["accuracy"] for r in records if r["method"] == method and r["eval_dataset"] == "dtd"
+                 and r["split"] == "novel"]
+        hm = harmonic_mean(sum(base) / 2, sum(novel) / 2)
+        row = next(line for line in md.splitlines() if line.startswith(f"| dtd | {method} |"))
+        assert float(row.split("|")[5]) == pytest.approx(hm, abs=0.006)
+    assert sum(line.startswith("| Average |") for line in md.splitlines()) == 3
+    job = out / "glad" / "dtd-base" / "seed1"
+    assert (job / "adapter" / "adapter_model.safetensors").exists() and (job / "done.json").exists()
+    assert json.loads((job / "config.json").read_text())["config"]["lora_r"] == 8
+    assert not (job / "checkpoints").exists()
+    csv_text = (out / "results-base-to-novel.csv").read_text()
+    assert csv_text.startswith("Dataset,Method,Base,Novel,HM,Seeds")
+    # A rerun skips every completed (dataset, seed) and rewrites nothing it had.
+    before = (out / "results.jsonl").read_text()
+    res = _train(*base_flags(data_root, out), "--dataset", "oxford_pets", "--dataset", "dtd",
+                 "--method", "zeroshot", "--method", "lora", "--method", "glad", "--seeds", "1", "--seeds", "2")
+    assert res.exit_code == 0 and (out / "results.jsonl").read_text() == before
+
+
+@pytest.mark.parametrize("method", ["lora-sam", "lora-gradreg", "lora-alignnet"])
+def test_each_ablation_method_trains(tiny, data_root, tmp_path, method):
+    out = tmp_path / method
+    res = _train(*base_flags(data_root, out, **{"--epochs": 1}), "--dataset", "oxford_pets", "--method", method,
+                 "--seed", "1")
+    assert res.exit_code == 0, res.output
+    assert {r["split"] for r in read_records(str(out / "results.jsonl"))} == {"base", "novel"}
+
+
+def test_cross_dataset_then_domain_generalization_share_the_source_model(tiny, data_root, tmp_path):
+    out = tmp_path / "transfer"
+    res = _train(*base_flags(data_root, out), "--protocol", "cross-dataset", "--dataset", "imagenet",
+                 "--dataset", "dtd", "--dataset", "eurosat", "--method", "glad", "--seed", "1")
+    assert res.exit_code == 0, res.output
+    done = out / "glad" / "imagenet-all" / "seed1" / "done.json"
+    stamp = done.stat().st_mtime_ns
+    res = _train(*base_flags(data_root, out), "--protocol", "domain-generalization", "--dataset", "imagenet",
+                 "--dataset", "imagenet_a", "--method", "glad", "--seed", "1")
+    assert res.exit_code == 0, res.output
+    assert done.stat().st_mtime_ns == stamp  # trained once, reused
+    xd = (out / "results-cross-dataset.md").read_text()
+    assert "| Method | imagenet (source) | dtd | eurosat | Target average |" in xd
+    dg = (out / "results-domain-generalization.md").read_text()
+    assert "imagenet_a" in dg and "dtd" not in dg
+    records = read_records(str(out / "results.jsonl"))
+    a = next(r for r in records if r["eval_dataset"] == "imagenet_a")
+    assert a["num_samples"] == 2 * 2  # only the class folders present are classes
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--dataset", "no_such_set"], "no_such_set"),
+    (["--protocol", "few-shot"], "few-shot"),
+    (["--method", "coop"], "coop"),
+    (["--gradreg-alpha", "1.5"], "--gradreg-alpha"),
+    (["--rho", "-1"], "--rho"),
+    (["--shots", "0"], "--shots"),
+    (["--dataset", "food101"], "food-101"),  # missing data: names the folder expected
+])
+def test_bad_input_is_one_clear_line(tiny, data_root, tmp_path, args, message):
+    out = tmp_path / "bad"
+    res = CliRunner().invoke(cli, ["train", *base_flags(data_root, out), *args])
+    assert res.exit_code == 2, res.output
+    assert message in res.output
+    assert not out.exists(), "a rejected run must write nothing"
+
+
+def test_output_holding_other_settings_is_refused(tiny, data_root, tmp_path):
+    out = tmp_path / "run"
+    flags = base_flags(data_root, out, **{"--epochs": 1})
+    assert _train(*flags, "--dataset", "oxford_pets", "--method", "lora", "--seed", "1").exit_code == 0
+    before = (out / "results.jsonl").read_text()
+    res = CliRunner().invoke(cli, ["train", *flags, "--lr", "0.5", "--dataset", "oxford_pets", "--method", "lora",
+                                   "--seed", "1"])
+    assert res.exit_code == 2 and "other settings" in res.output and "lr" in res.output
+    assert (out / "results.jsonl").read_text() == before
+
+
+def test_missing_weights_file_is_a_clear_error(tiny, data_root, tmp_path):
+    res = CliRunner().invoke(cli, ["train", *base_flags(data_root, tmp_path / "w", **{"--pretrained":
+                                   str(tmp_path / "nope.safetensors")}), "--dataset", "oxford_pets"])
+    assert res.exit_code == 2 and "nope.safetensors" in res.output
+
+
+@pytest.mark.slow
+def test_kill_and_resume_gives_the_same_adapter_and_results(tiny, data_root, tmp_path):
+    launcher = write_launcher(tmp_path, tiny)
+    flags = base_flags(data_root, tmp_path / "x", **{"--epochs": 6, "--checkpoint-every": 1}) + [
+        "--dataset", "oxford_pets", "--method", "glad", "--seed", "3", "--deterministic"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+    def run(output, resume=False):
+        args = [PYTHON, str(launcher), "train", *flags, "--output", str(output)] + (["--resume"] if resume else [])
+        return subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+
+    ref = tmp_path / "ref"
+    assert run(ref).returncode == 0
+    killed = tmp_path / "killed"
+    args = [PYTHON, str(launcher), "train", *flags, "--output", str(killed)]
+    proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    latest = killed / "glad" / "oxford_pets-base" / "seed3" / "checkpoints" / "latest"
+    deadline = time.time() + 300
+    while not latest.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    unfinished = CliRunner().invoke(cli, ["train", *flags, "--output", str(killed)])
+    assert unfinished.exit_code == 2 and "--resume" in unfinished.output
+    assert run(killed, resume=True).returncode == 0
+    job = "glad/oxford_pets-base/seed3/adapter/adapter_model.safetensors"
+    a, b = load_file(str(ref / job)), load_file(str(killed / job))
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+    acc = lambda p: sorted((r["split"], r["accuracy"]) for r in read_records(str(p / "results.jsonl")))  # noqa: E731
+    assert acc(ref) == acc(killed)
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_one(tiny, data_root, tmp_path):
+    launcher = write_launcher(tmp_path, tiny)
+    flags = base_flags(data_root, tmp_path / "x", **{"--epochs": 2}) + [
+        "--dataset", "oxford_pets", "--method", "glad", "--seed", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([PYTHON, str(launcher), "train", *flags, "--output", str(tmp_path / "one")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([PYTHON, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", "0",
+                          str(launcher), "train", *flags, "--output", str(tmp_path / "two")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    job = "glad/oxford_pets-base/seed1/adapter/adapter_model.safetensors"
+    a, b = load_file(str(tmp_path / "one" / job)), load_file(str(tmp_path / "two" / job))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert (a[k] - b[k]).abs().max() <= 1e-5 * (1 + a[k].abs().max()), k
