@@ -14,8 +14,8 @@ from safetensors.torch import load_file
 
 from glad.engine.results import harmonic_mean, read_records
 from glad_cli.main import cli
-from tests.data_fixtures import make_coop_dataset
-from tests.engine_fixtures import PYTHON, base_flags, register_tiny_model, write_launcher
+from data_fixtures import make_coop_dataset
+from engine_fixtures import PYTHON, base_flags, register_tiny_model, write_launcher
 
 
 @pytest.fixture(scope="module")
