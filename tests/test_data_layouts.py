@@ -6,7 +6,10 @@ import json
 import os
 
 import pytest
-from data_fixtures import (
+
+import glad.data as gd
+from glad.data import registry
+from tests.data_fixtures import (
     ALL_COOP,
     FOLDERS,
     SPLIT_LAYOUTS,
@@ -14,9 +17,6 @@ from data_fixtures import (
     wnid,
     write_split_json,
 )
-
-import glad.data as gd
-from glad.data import registry
 
 SPLIT_FILE_DATASETS = tuple(SPLIT_LAYOUTS)
 TEST_ONLY = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")

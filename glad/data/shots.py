@@ -90,6 +90,15 @@ def _rel(path: str, folder: str | None) -> str:
     return path
 
 
+def _rel_fn(folder: str | None):
+    """`_rel` for one folder, as a fast closure (used on every training item)."""
+    if folder is None:
+        return lambda path: path
+    prefix = folder.rstrip(os.sep) + os.sep
+    n = len(prefix)
+    return lambda path: path[n:] if path.startswith(prefix) else path
+
+
 def _encode(items: list[Datum], folder: str | None) -> list[list]:
     return [[_rel(d.impath, folder), d.label, d.classname] for d in items]
 
@@ -104,9 +113,11 @@ def fingerprint(dataset: DatasetSplits) -> str:
     h = hashlib.sha256()
     sources = [dataset.train] if dataset.val_is_test else [dataset.train, dataset.val]
     for items in sources:
-        for row in _encode(items, dataset.folder):
-            h.update(json.dumps(row).encode())
-        h.update(b"|")
+        # one update per split: ImageNet's 1.28M training items hash in about a second
+        rel = _rel_fn(dataset.folder)
+        text = "".join(f"{rel(d.impath)}\t{d.label}\t{d.classname}\n" for d in items)
+        h.update(text.encode("utf-8", "surrogateescape"))
+        h.update(b"\0")
     return h.hexdigest()
 
 
