@@ -125,7 +125,8 @@ def _run_guarded(fn):
 
     try:
         return fn()
-    except (ConfigError, DatasetError, OutputConflictError, WeightsUnavailableError, ValueError) as exc:
+    except (ConfigError, DatasetError, OutputConflictError, WeightsUnavailableError, ValueError,
+            FileNotFoundError) as exc:
         _fail(str(exc))
 
 
