@@ -1,6 +1,6 @@
 """Miniature replicas of the CoOp data layouts, built in a temporary folder for tests.
 
-    from tests.data_fixtures import make_coop_dataset, make_imagefolder
+    from data_fixtures import make_coop_dataset, make_imagefolder
 
     mini = make_coop_dataset(tmp_path, "oxford_pets", n_classes=5, per_class=(4, 2, 2))
     ds = glad.data.build_dataset("oxford_pets", mini.root)

@@ -7,10 +7,10 @@ import os
 import random
 
 import pytest
+from data_fixtures import dassl_reference_draw, make_coop_dataset, make_env_cache, write_image
 
 import glad.data as gd
 from glad.data import shots as fewshot_module
-from tests.data_fixtures import dassl_reference_draw, make_coop_dataset, make_env_cache, write_image
 
 
 @pytest.fixture(autouse=True)
@@ -188,7 +188,7 @@ def test_shots_below_one_and_bad_arguments(tmp_path):
 
 
 def test_user_datasets_cache_in_glad_cache_not_in_their_folder(tmp_path):
-    from tests.data_fixtures import make_imagefolder
+    from data_fixtures import make_imagefolder
 
     folder = make_imagefolder(tmp_path / "mine", n_classes=2, per_class=6)
     ds = gd.build_dataset(f"imagefolder:{folder}")

@@ -6,10 +6,7 @@ import json
 import os
 
 import pytest
-
-import glad.data as gd
-from glad.data import registry
-from tests.data_fixtures import (
+from data_fixtures import (
     ALL_COOP,
     FOLDERS,
     SPLIT_LAYOUTS,
@@ -17,6 +14,9 @@ from tests.data_fixtures import (
     wnid,
     write_split_json,
 )
+
+import glad.data as gd
+from glad.data import registry
 
 SPLIT_FILE_DATASETS = tuple(SPLIT_LAYOUTS)
 TEST_ONLY = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from data_fixtures import corrupt_image, make_coop_dataset, write_image
 from torchvision import transforms as T
 
 import glad.data as gd
-from tests.data_fixtures import corrupt_image, make_coop_dataset, write_image
 
 
 def items_in(tmp_path, n=6, ext=".jpg"):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import os
 
 import pytest
+from data_fixtures import make_imagefolder, write_image, write_split_json
 
 import glad.data as gd
 from glad.data.userdata import SPLIT_SEED, seeded_split
-from tests.data_fixtures import make_imagefolder, write_image, write_split_json
 
 
 def test_flat_imagefolder_is_split_by_seed(tmp_path):
