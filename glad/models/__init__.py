@@ -1,5 +1,7 @@
 """The GLAD model: open_clip loading, LoRA in both towers, AlignNet, the loss, adapter files."""
 
+from glad.models.alignnet import AlignNet, cosine_logits, naive_alignnet_logits
+from glad.models.glad_model import GladModel, clip_embed_dim, tokens_key
 from glad.models.inject import (
     adapters_disabled,
     encoder_blocks,
@@ -12,20 +14,28 @@ from glad.models.inject import (
     unmerge_lora,
 )
 from glad.models.lora import LoraAdapter, LoraConfig, LoraLinear
+from glad.models.loss import glad_loss
 from glad.models.replay import RngReplay
 
 __all__ = [
+    "AlignNet",
+    "GladModel",
     "LoraAdapter",
     "LoraConfig",
     "LoraLinear",
     "RngReplay",
     "adapters_disabled",
+    "clip_embed_dim",
+    "cosine_logits",
     "encoder_blocks",
+    "glad_loss",
     "inject_lora",
     "is_merged",
     "lora_config",
     "lora_named_parameters",
     "lora_parameters",
     "merge_lora",
+    "naive_alignnet_logits",
+    "tokens_key",
     "unmerge_lora",
 ]

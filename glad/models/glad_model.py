@@ -1,0 +1,215 @@
+"""GladModel: a CLIP with LoRA in both towers and AlignNet on the logits (SPEC section 1)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import weakref
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import torch
+import torch.nn as nn
+
+from glad.models.alignnet import DEFAULT_CHUNK_BUDGET_BYTES, AlignNet, cosine_logits
+from glad.models.inject import (
+    adapters_disabled,
+    inject_lora,
+    is_merged,
+    lora_config,
+    lora_named_parameters,
+    merge_lora,
+    unmerge_lora,
+)
+from glad.models.lora import LoraConfig
+
+_CACHE_SIZE = 8  # class sets kept (e.g. base, novel, and a few cross-dataset targets)
+
+
+def clip_embed_dim(clip: nn.Module) -> int:
+    """The joint embedding size D of an open_clip model."""
+    visual_dim = getattr(getattr(clip, "visual", None), "output_dim", None)
+    if isinstance(visual_dim, int):
+        return visual_dim
+    proj = getattr(clip, "text_projection", None)
+    if isinstance(proj, torch.Tensor):
+        return int(proj.shape[1])
+    if isinstance(proj, nn.Linear):
+        return proj.out_features
+    raise ValueError(f"cannot tell the embedding size of {type(clip).__name__}: no visual.output_dim "
+                     "or text_projection; pass an open_clip CLIP / CustomTextCLIP")
+
+
+def tokens_key(tokens: torch.Tensor) -> str:
+    """A content hash of a token tensor (shape + values): identifies a class set's prompts."""
+    data = tokens.detach().to("cpu", torch.int64).contiguous()
+    digest = hashlib.sha1(str(tuple(data.shape)).encode())
+    digest.update(data.numpy().tobytes())
+    return digest.hexdigest()
+
+
+class GladModel(nn.Module):
+    """The GLAD model around an open_clip CLIP.
+
+    Args:
+        clip_model: an open_clip CLIP / CustomTextCLIP with ViT-style towers. Its weights
+            are frozen; LoRA is injected in place unless it already carries ``lora``.
+        tokenizer: the model's tokenizer (``list[str] -> LongTensor``).
+        lora: LoRA settings, or None for no adapters (zero-shot, or AlignNet alone).
+        use_alignnet: add an AlignNet on the logits.
+        model_name / pretrained: the base model's name and weights tag or file, recorded
+            in adapter files so an adapter is only loaded on the model it was trained on.
+        alignnet_hidden: AlignNet hidden widths.
+        chunk_budget_bytes: memory bound for AlignNet's per-(image, class) intermediates.
+    """
+
+    def __init__(self, clip_model: nn.Module, tokenizer, lora: LoraConfig | None = None,
+                 use_alignnet: bool = True, model_name: str = "", pretrained: str | None = None, *,
+                 alignnet_hidden: Sequence[int] = (256, 128),
+                 chunk_budget_bytes: int = DEFAULT_CHUNK_BUDGET_BYTES):
+        super().__init__()
+        self.clip = clip_model
+        self.tokenizer = tokenizer
+        existing = lora_config(clip_model)
+        if lora is not None and existing is None:
+            inject_lora(clip_model, lora)
+        elif lora is not None and existing != lora:
+            raise ValueError(f"the CLIP model already carries LoRA {existing}, which differs from the requested "
+                             f"{lora}; pass lora=None to keep the existing adapters or load a fresh model")
+        self.lora_config: LoraConfig | None = lora_config(clip_model)
+        for name, p in clip_model.named_parameters():
+            p.requires_grad_(name.endswith(("lora_A.weight", "lora_B.weight")))
+        self.embed_dim = clip_embed_dim(clip_model)
+        device = next(clip_model.parameters()).device
+        # AlignNet stays in float32 whatever the backbone precision: it is tiny and its
+        # logits feed the loss directly.
+        self.alignnet = (AlignNet(self.embed_dim, alignnet_hidden, device=device, dtype=torch.float32)
+                         if use_alignnet else None)
+        self.model_name = model_name
+        self.pretrained = pretrained
+        self.chunk_budget_bytes = int(chunk_budget_bytes)
+        self._zs_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._zs_memo: dict[int, tuple] = {}  # id(tokens) -> (weakref, version, key): skips re-hashing
+
+    # ----------------------------------------------------------------- encoders
+    @property
+    def device(self) -> torch.device:
+        return self.clip.logit_scale.device
+
+    def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
+        """Token ids ``[len(prompts), context_length]`` (on the CPU)."""
+        if isinstance(prompts, str):
+            prompts = [prompts]
+        return self.tokenizer(list(prompts))
+
+    def encode_image(self, images: torch.Tensor) -> torch.Tensor:
+        """L2-normalised image features ``[B, D]`` (through the adapters, if on)."""
+        visual = self.clip.visual
+        dtype = next(visual.parameters()).dtype
+        images = images.to(device=self.device, dtype=dtype if images.is_floating_point() else None)
+        return self.clip.encode_image(images, normalize=True)
+
+    def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
+        """L2-normalised text features ``[C, D]``; gradients reach the text LoRA when enabled."""
+        return self.clip.encode_text(tokens.to(self.device), normalize=True)
+
+    # ------------------------------------------------------------------- logits
+    def logits(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+        """``[B, C]`` logits: ``exp(logit_scale) * <f, normalize(t + AlignNet(f, t))>`` in float32.
+
+        Without AlignNet (or with it switched off) the text shift is zero. AlignNet's per-pair
+        work runs in class chunks bounded by ``chunk_budget_bytes``.
+        """
+        with torch.autocast(device_type=image_features.device.type, enabled=False):
+            f, t = image_features.float(), text_features.float()
+            scale = self.clip.logit_scale.float().exp()
+            if self.alignnet is not None and not self.alignnet.disabled:
+                out = self.alignnet.logits(f, t, scale, self.chunk_budget_bytes)
+            else:
+                out = cosine_logits(f, t, scale)
+            bias = getattr(self.clip, "logit_bias", None)
+            if bias is not None:
+                out = out + bias.float()
+        return out
+
+    def forward(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """Logits of the tuned model for ``images`` against the classes in ``tokens``."""
+        return self.logits(self.encode_image(images), self.encode_text(tokens))
+
+    # --------------------------------------------------------------- zero-shot
+    def _cache_key(self, tokens: torch.Tensor) -> tuple:
+        memo = self._zs_memo.get(id(tokens))
+        if memo is not None and memo[0]() is tokens and memo[1] == tokens._version:
+            return memo[2]
+        key = (tokens_key(tokens), str(self.device), str(self.clip.logit_scale.dtype))
+        if len(self._zs_memo) > 4 * _CACHE_SIZE:
+            self._zs_memo = {k: v for k, v in self._zs_memo.items() if v[0]() is not None}
+        self._zs_memo[id(tokens)] = (weakref.ref(tokens), tokens._version, key)
+        return key
+
+    @torch.no_grad()
+    def zeroshot_text_features(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Text features of the frozen model (adapters off), computed once per class set."""
+        key = self._cache_key(tokens)
+        feats = self._zs_cache.get(key)
+        if feats is None:
+            with adapters_disabled(self):
+                feats = self.encode_text(tokens)
+            self._zs_cache[key] = feats
+            while len(self._zs_cache) > _CACHE_SIZE:
+                self._zs_cache.popitem(last=False)
+        else:
+            self._zs_cache.move_to_end(key)
+        return feats
+
+    def clear_zeroshot_cache(self) -> None:
+        self._zs_cache.clear()
+        self._zs_memo.clear()
+
+    @torch.no_grad()
+    def zeroshot_logits(self, images: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """``[B, C]`` logits of the frozen zero-shot CLIP (adapters and AlignNet off, no grad).
+
+        The same weights serve both models (no copy); text features are cached per class set.
+        On a merged model the adapters are taken out and put back around the call, so teacher
+        passes belong to unmerged training.
+        """
+        with adapters_disabled(self):
+            text = self.zeroshot_text_features(tokens)
+            return self.logits(self.encode_image(images), text)
+
+    # --------------------------------------------------------------- training
+    def named_trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:
+        """(name, parameter) for LoRA then AlignNet, names relative to this module."""
+        named = [("clip." + n, p) for n, p in lora_named_parameters(self.clip)]
+        if self.alignnet is not None:
+            named += [("alignnet." + n, p) for n, p in self.alignnet.named_parameters()]
+        return named
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """LoRA and AlignNet parameters (nothing of the backbone), in a fixed order."""
+        return [p for _, p in self.named_trainable_parameters()]
+
+    # ---------------------------------------------------------------- merging
+    def merge(self) -> None:
+        """Fold LoRA into the base weights (fast inference); AlignNet is unaffected."""
+        merge_lora(self.clip)
+
+    def unmerge(self) -> None:
+        unmerge_lora(self.clip)
+
+    @contextlib.contextmanager
+    def merged(self):
+        """Run the block with LoRA merged into the weights; the previous state is restored after."""
+        if is_merged(self.clip):
+            yield self
+            return
+        merge_lora(self.clip)
+        try:
+            yield self
+        finally:
+            unmerge_lora(self.clip)
+
+    def extra_repr(self) -> str:
+        return (f"model_name={self.model_name!r}, pretrained={self.pretrained!r}, lora={self.lora_config}, "
+                f"alignnet={self.alignnet is not None}")
