@@ -33,9 +33,9 @@ def batch(n=16, seed=1):
     return torch.randn(n, 5, generator=gen), torch.randint(0, 3, (n,), generator=gen)
 
 
-def make_closure(model, opt, x, y, record=None):
+def make_closure(model, opt, x, y, record=None, set_to_none=True):
     def closure():
-        opt.zero_grad()
+        opt.zero_grad(set_to_none=set_to_none)
         loss = nn.functional.cross_entropy(model(x), y)
         loss.backward()
         if record is not None:
@@ -106,7 +106,45 @@ def test_sam_mode_equals_float64_sam():
         torch.testing.assert_close(p.detach().double(), before[n] - expected[n], rtol=1e-5, atol=1e-6)
 
 
-def test_sam_mode_equals_straightforward_sam_with_adamw():
+def gradreg_by_hand(model, x, y, rho, alpha, delta=1e-12):
+    """Algorithm 1 in float32 with plain autograd: the final gradient per parameter."""
+    params = list(model.parameters())
+    g = torch.autograd.grad(nn.functional.cross_entropy(model(x), y), params)
+    norm = torch.linalg.vector_norm(torch.stack([t.norm() for t in g]))
+    eps = [rho * t / (norm + 1e-12) for t in g]
+    with torch.no_grad():
+        torch._foreach_add_(params, eps)
+    gp = torch.autograd.grad(nn.functional.cross_entropy(model(x), y), params)
+    with torch.no_grad():
+        torch._foreach_sub_(params, eps)
+    dot = sum((a * b).sum() for a, b in zip(g, gp, strict=True))
+    c = torch.clamp(dot, max=0) / (norm**2 + delta)
+    return [(1 - alpha - alpha * c) * a + alpha * b for a, b in zip(g, gp, strict=True)]
+
+
+@pytest.mark.parametrize("set_to_none", [True, False])
+def test_gradreg_several_adamw_steps_match_by_hand(set_to_none):
+    """Steady state too: with zero_grad(set_to_none=False) backward writes into GradReg's buffers."""
+    torch.manual_seed(17)
+    model = SinNet()
+    ref = copy.deepcopy(model)
+    opt = GradReg(None, torch.optim.AdamW(model.parameters(), lr=1e-2), rho=2.0, alpha=0.7,
+                  max_grad_norm=0.5)
+    ref_opt = torch.optim.AdamW(ref.parameters(), lr=1e-2)
+    for step in range(4):
+        x, y = batch(seed=50 + step)
+        opt.step(make_closure(model, opt, x, y, set_to_none=set_to_none))
+        final = gradreg_by_hand(ref, x, y, 2.0, 0.7)
+        for p, t in zip(ref.parameters(), final, strict=True):
+            p.grad = t
+        torch.nn.utils.clip_grad_norm_(list(ref.parameters()), 0.5)
+        ref_opt.step()
+    for p, q in zip(model.parameters(), ref.parameters(), strict=True):
+        torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("set_to_none", [True, False])
+def test_sam_mode_equals_straightforward_sam_with_adamw(set_to_none):
     torch.manual_seed(5)
     model = SinNet()
     ref = copy.deepcopy(model)
@@ -115,7 +153,7 @@ def test_sam_mode_equals_straightforward_sam_with_adamw():
     ref_opt = torch.optim.AdamW(ref.parameters(), lr=1e-2)
     for step in range(4):
         x, y = batch(seed=10 + step)
-        opt.step(make_closure(model, opt, x, y))
+        opt.step(make_closure(model, opt, x, y, set_to_none=set_to_none))
         # Plain SAM: ascend along g / ||g||, take the gradient there, come back, step.
         ref_opt.zero_grad()
         nn.functional.cross_entropy(ref(x), y).backward()
@@ -135,7 +173,8 @@ def test_sam_mode_equals_straightforward_sam_with_adamw():
         torch.testing.assert_close(p, q, rtol=1e-6, atol=1e-6)
 
 
-def test_off_mode_is_the_base_optimizer_alone_bit_for_bit():
+@pytest.mark.parametrize("set_to_none", [True, False])
+def test_off_mode_is_the_base_optimizer_alone_bit_for_bit(set_to_none):
     torch.manual_seed(6)
     model = SinNet()
     ref = copy.deepcopy(model)
@@ -144,9 +183,9 @@ def test_off_mode_is_the_base_optimizer_alone_bit_for_bit():
     for step in range(3):
         x, y = batch(seed=20 + step)
         calls = []
-        loss = opt.step(make_closure(model, opt, x, y, record=calls))
+        loss = opt.step(make_closure(model, opt, x, y, record=calls, set_to_none=set_to_none))
         assert len(calls) == 1
-        ref_loss = make_closure(ref, ref_opt, x, y)()
+        ref_loss = make_closure(ref, ref_opt, x, y, set_to_none=set_to_none)()
         ref_opt.step()
         assert torch.equal(loss, ref_loss)
     for p, q in zip(model.parameters(), ref.parameters(), strict=True):

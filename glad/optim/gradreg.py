@@ -11,13 +11,14 @@ One step (mode ``gradreg``), over the parameters as one flat vector:
 then clipping of ``g_f`` and the base optimizer's step. Mode ``sam`` steps with
 ``g'`` (steps 1-3), mode ``off`` with ``g`` (one pass).
 
-How the step keeps its costs low: the first pass's gradient tensors are taken
-over, not copied (``p.grad`` is set to ``None`` so that the second backward
-writes fresh ones), ``g_f`` is computed in place into them and handed back as
-``p.grad``; the ops are multi-tensor (one launch for all parameters on the fused
-backends). The step synchronises with the device exactly once, to read one
-combined "something was not finite" flag that decides whether the base
-optimizer steps (see ``GradReg.step``).
+How the step keeps its costs low: the gradients live in two persistent flat
+buffers (one per pass, ``p.grad`` being views into them, see ``_buffers``), so
+the projection, the finiteness checks and the clipping each run on one tensor
+per dtype, and nothing is allocated or copied per step when the closure zeroes
+with ``zero_grad(set_to_none=False)``; the perturbation is one multi-tensor op.
+The step synchronises with the device exactly once, to read one combined
+"something was not finite" flag that decides whether the base optimizer steps
+(see ``GradReg.step``).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import warnings
 
 import torch
 
+from glad.optim._buffers import GradBuffers
 from glad.optim._distributed import all_reduce_mean_, any_rank, ddp_group
 from glad.optim._passes import RngReplay, frozen_running_stats
 
@@ -99,9 +101,8 @@ class GradReg:
             raise ValueError("per_rank_perturbation=True needs model= the DistributedDataParallel "
                              "module the closure runs (for its no_sync()); got "
                              f"{type(model).__name__}")
-        # DDP with gradient_as_bucket_view hands out grads that alias its buckets, which the
-        # second backward overwrites: g must then be copied, not taken over.
-        self._copy_g = bool(getattr(model, "gradient_as_bucket_view", False))
+        self._buffers = GradBuffers(self.params, count=1 if mode == "off" else 2)
+        self._first = 0              # the buffer the first pass fills (sam alternates them)
         self._rng = RngReplay({p.device for p in self.params})
 
         self.steps = 0               # step() calls
@@ -172,17 +173,20 @@ class GradReg:
         self.steps += 1
         checks: list[tuple[str, torch.Tensor]] = []
         info: dict[str, torch.Tensor | None] = {}
+        buffers, params = self._buffers, self.params
+        a = self._first
 
         if self.mode == "off":
             loss = closure()
             _check_loss(checks, "loss", loss)
+            buffers.harvest(a)
             info["loss"] = _detached(loss)
-            self._finish(checks, info, need_norm=True)
+            self._finish(a, checks, info, grad_name="g")
             return loss
 
         from glad.ops import project_interpolate_, sam_perturb_, sam_restore_
 
-        params = self.params
+        b = 1 - a
         if self.replay_rng:
             self._rng.capture()
         if self.per_rank_perturbation:
@@ -191,70 +195,66 @@ class GradReg:
         else:
             loss = closure()
         _check_loss(checks, "loss", loss)
-        g = [p.grad for p in params]
-        state = sam_perturb_(params, g, self.rho, backend=self.backend)
+        buffers.harvest(a)
+        state = sam_perturb_(params, buffers.views[a], self.rho, backend=self.backend)
         checks.append(("g", state.nonfinite))
         info["grad_norm"] = state.grad_norm
-        if self.mode == "gradreg":
-            if self._copy_g:
-                g = [None if t is None else t.clone() for t in g]
-            else:  # take g over; the second backward allocates g' afresh
-                for p in params:
-                    p.grad = None
         if self.replay_rng:
             self._rng.restore()
+        buffers.attach(b, zero=True)  # g stays in buffer a; the second backward fills b
         try:
             with frozen_running_stats(self.model):
                 loss2 = closure()
         finally:
             sam_restore_(params, state)
         _check_loss(checks, "perturbed loss", loss2)
+        buffers.harvest(b)
         info["loss"], info["perturbed_loss"] = _detached(loss), _detached(loss2)
 
-        if self.mode == "sam":  # p.grad holds g'; its finiteness is checked with its norm
-            self._finish(checks, info, need_norm=True)
+        if self.mode == "sam":  # step with g' where it lies; its finiteness comes with its norm
+            self._first = b
+            self._finish(b, checks, info, grad_name="g'")
             return loss
 
         if self.per_rank_perturbation:  # g is still this rank's own; the update needs the mean
-            all_reduce_mean_([t for t in g if t is not None], self._group)
-        owners, gs, gps = _pairs(params, g)
+            all_reduce_mean_(buffers.flat[a], self._group)
         delta = self.delta
         if self.scaler is not None:
             # Both gradients carry the loss scale S (a power of two, so scaling is exact):
             # <Sg,Sg'>/(||Sg||^2 + S^2 delta) is the unscaled projection coefficient.
             delta = delta * float(self.scaler.get_scale()) ** 2
-        if gs:
-            stats = project_interpolate_(gs, gps, self.alpha, delta, backend=self.backend)
-            checks.append(("g'", stats.nonfinite))
-            info["dot"], info["norm_sq"] = stats.dot, stats.norm_sq
-            for p, t in zip(owners, gs, strict=True):
-                if self._copy_g and p.grad is not None:
-                    p.grad.copy_(t)  # keep DDP's bucket views as the .grad tensors
-                else:
-                    p.grad = t
-        self._finish(checks, info, need_norm=False)
+        stats = project_interpolate_(buffers.flat[a], buffers.flat[b], self.alpha, delta,
+                                     backend=self.backend)
+        checks.append(("g'", stats.nonfinite))
+        info["dot"], info["norm_sq"] = stats.dot, stats.norm_sq
+        buffers.attach_used(a)  # g_f, in buffer a
+        self._finish(a, checks, info, grad_name=None)
         return loss
 
     # -- shared tail: clip, decide, step ----------------------------------------------------
-    def _finish(self, checks, info, need_norm: bool) -> None:
-        grads = [p.grad for p in self.params if p.grad is not None]
-        scaler = self.scaler
-        if scaler is not None and grads:
+    def _finish(self, k, checks, info, grad_name) -> None:
+        """Unscale, clip and check the final gradient (buffer `k`), then step or skip.
+
+        grad_name: the check a non-finite norm of buffer `k` stands for (None when an
+        earlier check already covers the gradient's finiteness and no norm is needed).
+        """
+        buffers, scaler = self._buffers, self.scaler
+        device = buffers.flat[k][0].device
+        if scaler is not None:
             # Make any failed check an inf in g_f, so that the scaler's own overflow check
             # (and hence its scale backoff) agrees with the skip decision.
-            bad = _any([flag for _, flag in checks], grads[0].device)
-            grads[0].add_(torch.where(bad, math.inf, 0.0).to(grads[0].device, grads[0].dtype))
+            bad = _any([flag for _, flag in checks], device)
+            first = buffers.flat[k][0]
+            first[:1].add_(torch.where(bad, math.inf, 0.0).to(device, first.dtype))
             scaler.unscale_(self.base_optimizer)
-            need_norm = True
-        norm = None
-        if self.max_grad_norm is not None:
-            norm = torch.nn.utils.clip_grad_norm_(self.params, self.max_grad_norm, foreach=True)
-        elif need_norm and grads:
-            norm = torch.nn.utils.get_total_norm(grads, foreach=True)
-        if norm is not None:
-            checks.append(("final gradient", ~torch.isfinite(norm)))
+            grad_name = grad_name or "final gradient"
+        if self.max_grad_norm is not None or grad_name is not None:
+            norm = buffers.norm(k)
+            checks.append((grad_name or "final gradient", ~torch.isfinite(norm)))
             info["final_grad_norm"] = norm
-        device = grads[0].device if grads else self.params[0].device
+            if self.max_grad_norm is not None:  # as torch.nn.utils.clip_grad_norm_, on flat buffers
+                coef = torch.clamp(self.max_grad_norm / (norm + 1e-6), max=1.0)
+                buffers.scale_(k, coef)
         bad = _any([flag for _, flag in checks], device)
         if self._ddp:
             bad = any_rank(bad, self._group)
@@ -262,7 +262,7 @@ class GradReg:
         self.last_info = info
         if bool(bad):  # the step's one host sync
             self._skipped += 1
-            reasons = [name for name, flag in checks if bool(flag)] or ["another rank"]
+            reasons = [name for name, flag in checks if bool(flag)] or ["loss or gradient on another rank"]
             warnings.warn(f"GradReg step {self.steps}: non-finite {', '.join(reasons)}; step "
                           f"skipped, parameters unchanged ({self._skipped} skipped so far)",
                           NonFiniteStepWarning, stacklevel=3)
@@ -328,16 +328,3 @@ def _any(flags, device) -> torch.Tensor:
     if len(flags) == 1:
         return flags[0]
     return torch.stack(flags).any()
-
-
-def _pairs(params, g):
-    """(params, g, g') for the ops: pairs with one side missing get zeros, with none are dropped."""
-    owners, gs, gps = [], [], []
-    for p, a in zip(params, g, strict=True):
-        b = p.grad
-        if a is None and b is None:
-            continue
-        owners.append(p)
-        gs.append(torch.zeros_like(p) if a is None else a)
-        gps.append(torch.zeros_like(p) if b is None else b)
-    return owners, gs, gps
