@@ -25,7 +25,10 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-def _glad(lora=LoraConfig(), alignnet=True, **kw):
+DEFAULT_LORA = LoraConfig()
+
+
+def _glad(lora=DEFAULT_LORA, alignnet=True, **kw):
     clip, tok = build_tiny_clip(**kw)
     return GladModel(clip, tok, lora=lora, use_alignnet=alignnet, model_name="tiny", pretrained=None)
 

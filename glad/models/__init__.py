@@ -1,5 +1,11 @@
 """The GLAD model: open_clip loading, LoRA in both towers, AlignNet, the loss, adapter files."""
 
+from glad.models.adapter_io import (
+    AdapterMismatchError,
+    load_adapter,
+    read_adapter_config,
+    save_adapter,
+)
 from glad.models.alignnet import AlignNet, cosine_logits, naive_alignnet_logits
 from glad.models.glad_model import GladModel, clip_embed_dim, tokens_key
 from glad.models.inject import (
@@ -18,6 +24,7 @@ from glad.models.loss import glad_loss
 from glad.models.replay import RngReplay
 
 __all__ = [
+    "AdapterMismatchError",
     "AlignNet",
     "GladModel",
     "LoraAdapter",
@@ -31,11 +38,14 @@ __all__ = [
     "glad_loss",
     "inject_lora",
     "is_merged",
+    "load_adapter",
     "lora_config",
     "lora_named_parameters",
     "lora_parameters",
     "merge_lora",
     "naive_alignnet_logits",
+    "read_adapter_config",
+    "save_adapter",
     "tokens_key",
     "unmerge_lora",
 ]
