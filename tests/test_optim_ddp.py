@@ -16,8 +16,10 @@ WORLD = 2
 STEPS = 3
 RHO, ALPHA, LR = 0.5, 0.5, 1e-2
 # (name, mode, per_rank_perturbation)
+# "-views": DDP hands out gradients that alias its communication buckets.
 SCENARIOS = [("gradreg", "gradreg", False), ("sam", "sam", False), ("off", "off", False),
-             ("gradreg-per-rank", "gradreg", True), ("sam-per-rank", "sam", True)]
+             ("gradreg-per-rank", "gradreg", True), ("sam-per-rank", "sam", True),
+             ("gradreg-views", "gradreg", False), ("gradreg-per-rank-views", "gradreg", True)]
 
 
 def make_model():
@@ -59,7 +61,7 @@ def _worker(rank, port, out):
         results = {}
         for name, mode, per_rank in SCENARIOS:
             model = make_model()
-            net = nn.parallel.DistributedDataParallel(model)
+            net = nn.parallel.DistributedDataParallel(model, gradient_as_bucket_view=name.endswith("-views"))
             run(net, mode, per_rank,
                 [shard(s, rank) for s in range(STEPS)])
             results[name] = [p.detach().clone() for p in model.parameters()]
@@ -129,7 +131,8 @@ def ddp_results(tmp_path_factory):
     return [torch.load(os.path.join(out, f"rank{r}.pt"), weights_only=True) for r in range(WORLD)]
 
 
-@pytest.mark.parametrize("name,mode", [("gradreg", "gradreg"), ("sam", "sam"), ("off", "off")])
+@pytest.mark.parametrize("name,mode", [("gradreg", "gradreg"), ("sam", "sam"), ("off", "off"),
+                                       ("gradreg-views", "gradreg")])
 def test_two_ranks_equal_one_process_on_the_concatenated_batch(ddp_results, name, mode):
     model = make_model()
     run(model, mode, False, [global_batch(s) for s in range(STEPS)])
@@ -140,7 +143,8 @@ def test_two_ranks_equal_one_process_on_the_concatenated_batch(ddp_results, name
             torch.testing.assert_close(p, q.detach(), rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("name,mode", [("gradreg-per-rank", "gradreg"), ("sam-per-rank", "sam")])
+@pytest.mark.parametrize("name,mode", [("gradreg-per-rank", "gradreg"), ("sam-per-rank", "sam"),
+                                       ("gradreg-per-rank-views", "gradreg")])
 def test_per_rank_perturbation_is_m_sharpness(ddp_results, name, mode):
     expected = per_rank_reference(mode)
     for rank in range(WORLD):
