@@ -19,6 +19,7 @@ from glad.models.inject import (
     merge_lora,
     unmerge_lora,
 )
+from glad.models.loading import WeightsUnavailableError, load_clip, set_offline
 from glad.models.lora import LoraAdapter, LoraConfig, LoraLinear
 from glad.models.loss import glad_loss
 from glad.models.replay import RngReplay
@@ -31,6 +32,7 @@ __all__ = [
     "LoraConfig",
     "LoraLinear",
     "RngReplay",
+    "WeightsUnavailableError",
     "adapters_disabled",
     "clip_embed_dim",
     "cosine_logits",
@@ -39,6 +41,7 @@ __all__ = [
     "inject_lora",
     "is_merged",
     "load_adapter",
+    "load_clip",
     "lora_config",
     "lora_named_parameters",
     "lora_parameters",
@@ -46,6 +49,7 @@ __all__ = [
     "naive_alignnet_logits",
     "read_adapter_config",
     "save_adapter",
+    "set_offline",
     "tokens_key",
     "unmerge_lora",
 ]

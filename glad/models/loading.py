@@ -1,0 +1,247 @@
+"""Loading an open_clip CLIP by name and weights (tag, local file, ``hf-hub:``, or none).
+
+open_clip is imported inside the functions so that ``offline=True`` can set
+``HF_HUB_OFFLINE`` before the Hugging Face hub is first imported.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+import zipfile
+
+import torch
+
+BUILTIN_TINY = "glad-tiny"
+_NONE_VALUES = ("", "none", "random", "null")
+_WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
+_ALTERNATIVES = ("pass a local weights file instead (--pretrained /path/to/{model}.safetensors, or the OpenAI "
+                 "{model}.pt file), --pretrained none for random weights, or --model glad-tiny for the "
+                 "built-in model that works offline")
+
+
+class WeightsUnavailableError(RuntimeError):
+    """The requested pretrained weights cannot be had (not cached, offline, or no such file)."""
+
+
+def set_offline(offline: bool = True) -> None:
+    """Switch Hugging Face hub downloads off (``HF_HUB_OFFLINE=1``), also if the hub is already imported."""
+    if not offline:
+        return
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None:  # the hub read the variable at import: update its copy too
+        constants.HF_HUB_OFFLINE = True
+
+
+def offline_enabled() -> bool:
+    constants = sys.modules.get("huggingface_hub.constants")
+    if constants is not None and getattr(constants, "HF_HUB_OFFLINE", False):
+        return True
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+def _hf_cache(cache_dir: str | None) -> str:
+    if cache_dir:
+        return cache_dir
+    try:
+        from huggingface_hub import constants
+        return constants.HF_HUB_CACHE
+    except ImportError:  # pragma: no cover - huggingface_hub comes with open_clip
+        return os.path.expanduser("~/.cache/huggingface/hub")
+
+
+def _unavailable(what: str, model: str, cache: str | None, cause: BaseException | None) -> WeightsUnavailableError:
+    state = ("on (HF_HUB_OFFLINE=1: nothing is downloaded)" if offline_enabled()
+             else "off (a download was tried)")
+    parts = [f"could not load {what} for model {model!r}"]
+    if cache is not None:
+        parts.append(f"cache folder: {cache}")
+    parts.append(f"offline mode: {state}")
+    if cause is not None:
+        parts.append(f"cause: {type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}")
+    parts.append(_ALTERNATIVES.format(model=model))
+    return WeightsUnavailableError("; ".join(parts))
+
+
+def _resolve_device(device) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _is_torchscript(path: str) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as z:
+        return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
+
+
+def _looks_openai(path: str) -> bool:
+    # OpenAI's own checkpoints are TorchScript archives; converted copies usually keep the name.
+    return "openai" in os.path.basename(path).lower() or _is_torchscript(path)
+
+
+def read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """A state dict from safetensors, a torch file (``weights_only=True``) or a TorchScript archive."""
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+        sd = load_file(path, device="cpu")
+    elif _is_torchscript(path):
+        # OpenAI's released .pt files: a TorchScript archive holds TorchScript code and tensors,
+        # not arbitrary Python pickles, so torch.jit.load is the safe way to read it.
+        sd = torch.jit.load(path, map_location="cpu").state_dict()
+        for key in ("input_resolution", "context_length", "vocab_size"):
+            sd.pop(key, None)
+    else:
+        sd = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(sd, dict) and "state_dict" in sd:
+        sd = sd["state_dict"]
+    if not isinstance(sd, dict) or not sd:
+        raise ValueError(f"{path} holds no state dict (got {type(sd).__name__}); expected CLIP weights")
+    if next(iter(sd)).startswith("module."):
+        sd = {k[len("module."):]: v for k, v in sd.items()}
+    return sd
+
+
+def load_weights(model: torch.nn.Module, path: str) -> None:
+    """Load CLIP weights from ``path`` into an open_clip model (strict), with open_clip's key fix-ups."""
+    from open_clip.convert import convert_state_dict
+    from open_clip.model import (
+        convert_to_custom_text_state_dict,
+        resize_pos_embed,
+        resize_text_pos_embed,
+    )
+
+    sd = convert_state_dict(model, read_state_dict(path))
+    if "positional_embedding" in sd and not hasattr(model, "positional_embedding"):
+        sd = convert_to_custom_text_state_dict(sd)
+    for name in ("logit_scale", "logit_bias"):
+        own = getattr(model, name, None)
+        if name in sd and own is not None and own.ndim != sd[name].ndim:
+            sd[name] = sd[name].reshape(own.shape)
+    if "logit_bias" not in sd and getattr(model, "logit_bias", None) is not None:
+        sd["logit_bias"] = torch.zeros_like(sd["logit_scale"])
+    resize_pos_embed(sd, model)
+    resize_text_pos_embed(sd, model)
+    # buffers the model does not save (e.g. the causal mask) may sit in TorchScript archives
+    transient = {n for n, _ in model.named_buffers()} - set(model.state_dict())
+    sd = {k: v for k, v in sd.items() if k not in transient}
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        detail = " ".join(line.strip() for line in str(e).splitlines()[1:3])[:400]
+        raise ValueError(f"weights in {path} do not fit the model architecture ({detail}); "
+                         "check that --model names the architecture these weights were trained with") from e
+
+
+def _download_tag(model: str, tag: str, cfg: dict, cache_dir: str | None) -> str:
+    from open_clip.pretrained import download_pretrained, has_hf_hub
+
+    use_hub = bool(cfg.get("hf_hub")) and has_hf_hub()
+    cache = _hf_cache(cache_dir) if use_hub else (cache_dir or os.path.expanduser("~/.cache/clip"))
+    try:
+        if not use_hub and offline_enabled():
+            # open_clip would fetch the URL; offline, only an already cached file will do.
+            target = os.path.join(cache, os.path.basename(cfg.get("url", "")))
+            if not os.path.isfile(target):
+                raise FileNotFoundError(f"{target} is not cached")
+            return target
+        target = download_pretrained(cfg, cache_dir=cache_dir)
+    except Exception as e:
+        raise _unavailable(f"pretrained weights {tag!r}", model, cache, e) from e
+    if not target:
+        raise _unavailable(f"pretrained weights {tag!r}", model, cache, None)
+    return target
+
+
+def load_clip(model: str = "ViT-B-16", pretrained: str | None = "openai", cache_dir: str | None = None,
+              device=None, offline: bool = False, *, precision: str = "fp32", quick_gelu: bool | None = None):
+    """Load an open_clip CLIP: ``(model, preprocess_train, preprocess_val, tokenizer)``.
+
+    Args:
+        model: an open_clip architecture name (``ViT-B-16``), ``hf-hub:org/repo`` (config and
+            weights from that repository), or ``glad-tiny`` (glad's built-in offline CLIP).
+        pretrained: an open_clip tag (``openai``), a local weights file (safetensors; torch
+            files are read with ``weights_only=True``; OpenAI TorchScript ``.pt`` files work),
+            ``hf-hub:org/repo`` (weights for ``model``'s architecture), or None / ``"none"``
+            for random initialisation.
+        cache_dir: where downloaded weights are cached (default: the Hugging Face cache).
+        device: where the model goes (default: CUDA if available, else CPU).
+        offline: never download (sets ``HF_HUB_OFFLINE=1``); cached weights still load.
+        precision: open_clip precision (``fp32``, ``fp16``, ``bf16``, ``pure_fp16`` ...).
+        quick_gelu: force QuickGELU on/off; by default on for OpenAI weights (tag ``openai``,
+            or a file that is an OpenAI TorchScript archive or has "openai" in its name), whose
+            activations are QuickGELU.
+
+    Raises:
+        WeightsUnavailableError: the weights cannot be had; the message names the tag or file,
+            the cache folder, whether offline mode is on, and what to pass instead.
+        ValueError: unknown model name or tag.
+    """
+    if offline:
+        set_offline(True)
+    if model == BUILTIN_TINY:
+        try:
+            from glad.world.tiny import load_glad_tiny
+        except ImportError as e:
+            raise ImportError(f"model {BUILTIN_TINY!r} needs glad.world, which failed to import ({e}); "
+                              "reinstall glad or pick an open_clip model") from e
+        return load_glad_tiny(pretrained=pretrained, cache_dir=cache_dir, device=device)
+
+    import open_clip
+
+    device = _resolve_device(device)
+    if isinstance(pretrained, str) and pretrained.strip().lower() in _NONE_VALUES:
+        pretrained = None
+
+    if model.startswith("hf-hub:"):
+        try:
+            clip, pre_train, pre_val = open_clip.create_model_and_transforms(
+                model, device=device, precision=precision, cache_dir=cache_dir, force_quick_gelu=bool(quick_gelu))
+            tokenizer = open_clip.get_tokenizer(model, cache_dir=cache_dir)
+        except Exception as e:
+            raise _unavailable(f"{model!r} (config and weights)", model, _hf_cache(cache_dir), e) from e
+        return clip.eval(), pre_train, pre_val, tokenizer
+
+    name = model.replace("/", "-")
+    if open_clip.get_model_config(name) is None:
+        known = open_clip.list_models() + [BUILTIN_TINY]
+        close = difflib.get_close_matches(name, known, n=3)
+        hint = f"did you mean {', '.join(close)}?" if close else f"known models: {', '.join(known[:20])} ..."
+        raise ValueError(f"unknown model {model!r}; {hint} (or use hf-hub:org/repo)")
+
+    checkpoint, tag_cfg = None, {}
+    if pretrained is None:
+        pass
+    elif os.path.isfile(pretrained):
+        checkpoint = pretrained
+    elif pretrained.startswith("hf-hub:"):
+        from open_clip.pretrained import download_pretrained_from_hf
+        try:
+            checkpoint = download_pretrained_from_hf(pretrained[len("hf-hub:"):], cache_dir=cache_dir)
+        except Exception as e:
+            raise _unavailable(f"weights {pretrained!r}", model, _hf_cache(cache_dir), e) from e
+    else:
+        tag_cfg = open_clip.get_pretrained_cfg(name, pretrained)
+        if not tag_cfg:
+            if os.sep in pretrained or pretrained.lower().endswith(_WEIGHT_SUFFIXES):
+                raise _unavailable(f"weights file {pretrained!r} (no such file)", model, None, None)
+            tags = open_clip.list_pretrained_tags_by_model(name)
+            raise ValueError(f"unknown pretrained tag {pretrained!r} for {name}; known tags: "
+                             f"{', '.join(tags) or 'none'}; or pass a local weights file or 'none'")
+        checkpoint = _download_tag(model, pretrained, tag_cfg, cache_dir)
+
+    if quick_gelu is None:
+        quick_gelu = bool(tag_cfg.get("quick_gelu", False)) or (
+            checkpoint is not None and not tag_cfg and _looks_openai(checkpoint))
+    # the tag's preprocessing (mean/std/interpolation/resize) as open_clip would apply it
+    preprocess = {f"image_{k}": tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tag_cfg}
+    clip, pre_train, pre_val = open_clip.create_model_and_transforms(
+        name, pretrained=None, precision=precision, device=device, force_quick_gelu=quick_gelu,
+        cache_dir=cache_dir, **preprocess)
+    if checkpoint is not None:
+        load_weights(clip, checkpoint)
+    tokenizer = open_clip.get_tokenizer(name)
+    return clip.eval(), pre_train, pre_val, tokenizer
