@@ -498,6 +498,13 @@ def test_bad_settings_are_rejected_with_the_value(kwargs, match):
         GradReg(None, torch.optim.SGD(model.parameters(), lr=0.1), **kwargs)
 
 
+def test_a_closure_that_returns_no_loss_is_an_error():
+    model = SinNet()
+    opt = GradReg(None, torch.optim.SGD(model.parameters(), lr=0.1))
+    with pytest.raises(TypeError, match="return the loss"):
+        opt.step(lambda: None)
+
+
 def test_params_must_be_the_base_optimizers():
     model = SinNet()
     with pytest.raises(ValueError, match="same parameters"):

@@ -30,7 +30,7 @@ import torch
 
 from glad.optim._buffers import GradBuffers
 from glad.optim._distributed import all_reduce_mean_, any_rank, ddp_group
-from glad.optim._passes import RngReplay, frozen_running_stats
+from glad.optim._passes import RngReplay, frozen_running_stats, running_stat_layers
 
 MODES = ("gradreg", "sam", "off")
 
@@ -103,6 +103,7 @@ class GradReg:
                              f"{type(model).__name__}")
         self._buffers = GradBuffers(self.params, count=1 if mode == "off" else 2)
         self._first = 0              # the buffer the first pass fills (sam alternates them)
+        self._norm_layers = running_stat_layers(model)
         self._rng = RngReplay({p.device for p in self.params})
 
         self.steps = 0               # step() calls
@@ -171,6 +172,8 @@ class GradReg:
                             "and backward on the batch and returns the loss")
         closure = torch.enable_grad()(closure)
         self.steps += 1
+        # (what, 0-d value): the step is skipped when any value is NaN/Inf, decided at the end
+        # with one isfinite over all of them (few tiny ops rather than a few per check).
         checks: list[tuple[str, torch.Tensor]] = []
         info: dict[str, torch.Tensor | None] = {}
         buffers, params = self._buffers, self.params
@@ -178,7 +181,7 @@ class GradReg:
 
         if self.mode == "off":
             loss = closure()
-            _check_loss(checks, "loss", loss)
+            checks.append(("loss", _loss_value(loss)))
             buffers.harvest(a)
             info["loss"] = _detached(loss)
             self._finish(a, checks, info, grad_name="g")
@@ -194,20 +197,20 @@ class GradReg:
                 loss = closure()
         else:
             loss = closure()
-        _check_loss(checks, "loss", loss)
+        checks.append(("loss", _loss_value(loss)))
         buffers.harvest(a)
         state = sam_perturb_(params, buffers.views[a], self.rho, backend=self.backend)
-        checks.append(("g", state.nonfinite))
+        checks.append(("g", state.grad_norm))  # not finite exactly when g is not
         info["grad_norm"] = state.grad_norm
         if self.replay_rng:
             self._rng.restore()
         buffers.attach(b, zero=True)  # g stays in buffer a; the second backward fills b
         try:
-            with frozen_running_stats(self.model):
+            with frozen_running_stats(self._norm_layers):
                 loss2 = closure()
         finally:
             sam_restore_(params, state)
-        _check_loss(checks, "perturbed loss", loss2)
+        checks.append(("perturbed loss", _loss_value(loss2)))
         buffers.harvest(b)
         info["loss"], info["perturbed_loss"] = _detached(loss), _detached(loss2)
 
@@ -225,7 +228,7 @@ class GradReg:
             delta = delta * float(self.scaler.get_scale()) ** 2
         stats = project_interpolate_(buffers.flat[a], buffers.flat[b], self.alpha, delta,
                                      backend=self.backend)
-        checks.append(("g'", stats.nonfinite))
+        checks += [("g'", stats.dot), ("g", stats.norm_sq)]  # the op wrote nothing if either is not finite
         info["dot"], info["norm_sq"] = stats.dot, stats.norm_sq
         buffers.attach_used(a)  # g_f, in buffer a
         self._finish(a, checks, info, grad_name=None)
@@ -243,26 +246,28 @@ class GradReg:
         if scaler is not None:
             # Make any failed check an inf in g_f, so that the scaler's own overflow check
             # (and hence its scale backoff) agrees with the skip decision.
-            bad = _any([flag for _, flag in checks], device)
+            bad = _any_nonfinite(checks, device)
             first = buffers.flat[k][0]
             first[:1].add_(torch.where(bad, math.inf, 0.0).to(device, first.dtype))
             scaler.unscale_(self.base_optimizer)
             grad_name = grad_name or "final gradient"
         if self.max_grad_norm is not None or grad_name is not None:
             norm = buffers.norm(k)
-            checks.append((grad_name or "final gradient", ~torch.isfinite(norm)))
+            checks.append((grad_name or "final gradient", norm))
             info["final_grad_norm"] = norm
             if self.max_grad_norm is not None:  # as torch.nn.utils.clip_grad_norm_, on flat buffers
                 coef = torch.clamp(self.max_grad_norm / (norm + 1e-6), max=1.0)
                 buffers.scale_(k, coef)
-        bad = _any([flag for _, flag in checks], device)
+        bad = _any_nonfinite(checks, device)
         if self._ddp:
             bad = any_rank(bad, self._group)
         info["skipped"] = bad
         self.last_info = info
         if bool(bad):  # the step's one host sync
             self._skipped += 1
-            reasons = [name for name, flag in checks if bool(flag)] or ["loss or gradient on another rank"]
+            reasons = list(dict.fromkeys(name for name, value in checks
+                                         if not math.isfinite(float(value))))
+            reasons = reasons or ["loss or gradient on another rank"]
             warnings.warn(f"GradReg step {self.steps}: non-finite {', '.join(reasons)}; step "
                           f"skipped, parameters unchanged ({self._skipped} skipped so far)",
                           NonFiniteStepWarning, stacklevel=3)
@@ -310,21 +315,25 @@ def _collect_params(params, base_optimizer) -> list[torch.Tensor]:
     return mine
 
 
-def _check_loss(checks, name, loss) -> None:
+def _loss_value(loss) -> torch.Tensor:
+    """The closure's loss as a 0-d tensor whose finiteness is the loss's."""
     if isinstance(loss, torch.Tensor):
-        checks.append((name, ~torch.isfinite(loss.detach()).all()))
-    elif isinstance(loss, (int, float)):
-        checks.append((name, torch.tensor(not math.isfinite(loss))))
+        loss = loss.detach()
+        return loss.reshape(()) if loss.numel() == 1 else loss.sum()
+    if isinstance(loss, (int, float)):
+        return torch.tensor(float(loss))
+    raise TypeError(f"the closure returned {type(loss).__name__}; it must return the loss "
+                    f"(a tensor or a number)")
 
 
 def _detached(loss):
     return loss.detach() if isinstance(loss, torch.Tensor) else loss
 
 
-def _any(flags, device) -> torch.Tensor:
-    flags = [f.to(device, non_blocking=True) for f in flags]
-    if not flags:
+def _any_nonfinite(checks, device) -> torch.Tensor:
+    """0-d bool on `device`: is any checked value NaN or infinite."""
+    if not checks:
         return torch.zeros((), dtype=torch.bool, device=device)
-    if len(flags) == 1:
-        return flags[0]
-    return torch.stack(flags).any()
+    values = torch.stack([v.to(device=device, dtype=torch.float32, non_blocking=True)
+                          for _, v in checks])
+    return ~torch.isfinite(values).all()
