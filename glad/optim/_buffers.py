@@ -43,10 +43,7 @@ class GradBuffers:
                 self.flat[k].append(buf)
         # which parameters received a gradient in the last harvest of each buffer
         self.present: list[list[bool]] = [[False] * len(params) for _ in range(count)]
-
-    def holds(self, k: int) -> bool:
-        """True when every parameter's .grad is already a view of buffer `k` (cheap: identity checks)."""
-        return all(p.grad is v for p, v in zip(self.params, self.views[k], strict=True))
+        self.complete = [False] * count  # every parameter present in the last harvest
 
     def harvest(self, k: int) -> None:
         """Moves the current gradients into buffer `k` and points each ``p.grad`` at its view.
@@ -66,6 +63,7 @@ class GradBuffers:
             v.copy_(g)
             p.grad = v
             present[i] = True
+        self.complete[k] = all(present)
 
     def attach(self, k: int, zero: bool = False) -> None:
         """Points every ``p.grad`` at buffer `k` (optionally zeroed first), for the next backward."""
@@ -82,6 +80,9 @@ class GradBuffers:
         So a parameter that no pass touched stays untouched by the base optimizer
         (no weight decay, no moment update), as in a plain step.
         """
+        if any(self.complete):
+            self.attach(k)
+            return
         for i, (p, v) in enumerate(zip(self.params, self.views[k], strict=True)):
             want = v if any(flags[i] for flags in self.present) else None
             if p.grad is not want:
