@@ -28,7 +28,7 @@ def _empty_stats(count):
     return [zero.clone() for _ in range(count)] + [torch.zeros((), dtype=torch.bool)]
 
 
-def sam_perturb_(params, grads, rho, *, backend="auto"):
+def sam_perturb_(params, grads, rho, *, backend="auto", backup=None):
     """SAM ascent step over all tensors as one vector: p <- p + rho * g / (||g||_2 + 1e-12).
 
     The norm is taken over every grad together (float32 accumulation or wider).
@@ -36,22 +36,45 @@ def sam_perturb_(params, grads, rho, *, backend="auto"):
     parameter moves (and no NaN is written). Parameters are written in place, in
     their existing storage.
 
+    backup: optional list (one entry per parameter, None allowed) to copy the
+        parameters into, e.g. `state.backup` of the previous step; reusing it
+        saves an allocation (and, for large models, its page faults) every step.
+
     Returns a `SamState` holding the backups for `sam_restore_`, the global
     grad norm and a non-finite flag, all device tensors (no host sync).
     """
     params = _as_list(params, "params")
     rho = _finite_number(rho, "rho", minimum=0.0)
     ps, gs, kept = check_pairs(params, grads, "params", "grads")
-    backup = [None] * len(params)
+    full = [None] * len(params)
     if not ps:
         norm, nonfinite = _empty_stats(1)
-        return SamState(backup, norm, nonfinite, "reference")
+        return SamState(full, norm, nonfinite, "reference")
     name = resolve(backend, ps[0].device)
+    saved = _backup_buffers(params, ps, kept, backup)
     with torch.no_grad():
-        saved, norm, nonfinite = implementation(name).sam_perturb_(ps, gs, rho)
+        norm, nonfinite = implementation(name).sam_perturb_(ps, gs, saved, rho)
     for i, b in zip(kept, saved, strict=True):
-        backup[i] = b
-    return SamState(backup, norm, nonfinite, name)
+        full[i] = b
+    return SamState(full, norm, nonfinite, name)
+
+
+def _backup_buffers(params, ps, kept, backup):
+    """The tensors the backups go to: `backup`'s entries where they fit, fresh ones elsewhere."""
+    if backup is not None:
+        backup = _as_list(backup, "backup")
+        if len(backup) != len(params):
+            raise ValueError(f"backup has {len(backup)} entries but params has {len(params)}; pass "
+                             f"the backup list of a state made for these same params.")
+    out = []
+    for p, i in zip(ps, kept, strict=True):
+        b = None if backup is None else backup[i]
+        if b is None or b.shape != p.shape or b.dtype != p.dtype or b.device != p.device:
+            b = torch.empty(p.shape, dtype=p.dtype, device=p.device)
+        elif b.untyped_storage().data_ptr() == p.untyped_storage().data_ptr():
+            raise ValueError(f"backup[{i}] shares memory with params[{i}]; pass a separate buffer.")
+        out.append(b)
+    return out
 
 
 def sam_restore_(params, state):

@@ -51,13 +51,11 @@ def _supports(name, device):
     if name == "cpu":
         if kind != "cpu":
             return f"the cpu backend runs on CPU tensors, these are on {device}"
-        status = _native.native_status()["cpu"]
-        return None if status["available"] else status["reason"]
+        return None if _native.BUILT else _native.native_status()["cpu"]["reason"]
     if name == "cuda":
         if kind != "cuda":
             return f"the cuda backend runs on CUDA tensors, these are on {device}"
-        status = _native.native_status()["cuda"]
-        return None if status["available"] else status["reason"]
+        return None if _native.BUILT_WITH_CUDA else _native.native_status()["cuda"]["reason"]
     if name == "triton":
         if kind not in ("cuda", "cpu"):
             return f"the triton backend runs on CUDA tensors, these are on {device}"

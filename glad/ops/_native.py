@@ -18,15 +18,17 @@ OPS = ("sam_perturb_", "sam_restore_", "project_interpolate_")
 if _C is not None and not all(hasattr(torch.ops.glad, op) for op in OPS):
     _error = "glad._C is out of date (it lacks the glad:: ops); rebuild with `make install`"
     _C = None
+# Read once: pybind functions cannot be traced by torch.compile, and these never change.
+BUILT = _C is not None
+BUILT_WITH_CUDA = BUILT and bool(getattr(_C, "built_with_cuda", lambda: False)())
 
 
 def native_status():
     """{'cpu': {...}, 'cuda': {...}}: availability and the reason when unavailable."""
-    if _C is None:
+    if not BUILT:
         return {"cpu": {"available": False, "reason": _error},
                 "cuda": {"available": False, "reason": _error}}
-    built_cuda = bool(getattr(_C, "built_with_cuda", lambda: False)())
-    if not built_cuda:
+    if not BUILT_WITH_CUDA:
         cuda = {"available": False, "built": False,
                 "reason": "glad._C was built without CUDA (no nvcc / CUDA_HOME at build time)"}
     elif not torch.cuda.is_available():
@@ -34,14 +36,13 @@ def native_status():
     else:
         cuda = {"available": True, "built": True,
                 "reason": f"C++/CUDA multi-tensor kernels on {torch.cuda.get_device_name()}"}
-    cpu = {"available": True, "reason": f"C++/OpenMP ({torch.get_num_threads()} threads)"}
+    cpu = {"available": True, "reason": "C++ kernels, multi-threaded (OpenMP via ATen)"}
     return {"cpu": cpu, "cuda": cuda}
 
 
 # The Python API has validated the lists (shapes, dtypes, one device, no aliasing).
-def sam_perturb_(params, grads, rho):
-    backup, norm, nonfinite = torch.ops.glad.sam_perturb_(params, grads, rho)
-    return list(backup), norm, nonfinite
+def sam_perturb_(params, grads, backup, rho):
+    return torch.ops.glad.sam_perturb_(params, grads, backup, rho)
 
 
 def sam_restore_(params, backup):
@@ -57,12 +58,11 @@ def _scalar(tensors, dtype):
     return torch.empty((), dtype=dtype, device=device)
 
 
-if _C is not None:
+if BUILT:
 
     @torch.library.register_fake("glad::sam_perturb_")
-    def _sam_perturb_fake(params, grads, rho):
-        backup = [torch.empty(p.shape, dtype=p.dtype, device=p.device) for p in params]
-        return backup, _scalar(params, torch.float32), _scalar(params, torch.bool)
+    def _sam_perturb_fake(params, grads, backup, rho):
+        return _scalar(params, torch.float32), _scalar(params, torch.bool)
 
     @torch.library.register_fake("glad::sam_restore_")
     def _sam_restore_fake(params, backup):

@@ -44,9 +44,9 @@ def project_interpolate_(grads, ref_grads, alpha, delta):
     return dot, norm_sq, nonfinite
 
 
-def sam_perturb_(params, grads, rho):
-    """In place: p <- p + rho g / (||g|| + 1e-12); returns (backups, norm, nonfinite)."""
-    backup = [p.clone() for p in params]
+def sam_perturb_(params, grads, backup, rho):
+    """backup <- p; p <- p + rho g / (||g|| + 1e-12); returns (norm, nonfinite)."""
+    torch._foreach_copy_(backup, params)
     norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads, 2, dtype=torch.float32)))
     nonfinite = ~torch.isfinite(norm)
     skip = nonfinite | (norm == 0)
@@ -54,7 +54,7 @@ def sam_perturb_(params, grads, rho):
     new = torch._foreach_mul(_upcast(grads), scale)
     torch._foreach_add_(new, _upcast(params))
     _write_unless(skip, params, new)
-    return backup, norm, nonfinite
+    return norm, nonfinite
 
 
 def sam_restore_(params, backup):
