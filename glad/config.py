@@ -125,7 +125,7 @@ class TrainConfig:
 
     def training_identity(self) -> dict:
         """The settings that change what a trained adapter is (not where or how fast it runs)."""
-        ignore = {"output", "workers", "eval_batch_size", "device", "checkpoint_every", "datasets",
+        ignore = {"protocol", "output", "workers", "eval_batch_size", "device", "checkpoint_every", "datasets",
                   "seeds", "methods", "data_root", "cache_dir", "offline"}
         return {k: v for k, v in self.to_dict().items() if k not in ignore}
 
