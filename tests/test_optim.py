@@ -498,6 +498,15 @@ def test_bad_settings_are_rejected_with_the_value(kwargs, match):
         GradReg(None, torch.optim.SGD(model.parameters(), lr=0.1), **kwargs)
 
 
+@pytest.mark.parametrize("kwargs", [{"rho": 0.0}, {"alpha": 0.0}, {"alpha": 1.0}, {"delta": 0.0}])
+def test_boundary_settings_are_accepted(kwargs):
+    model = SinNet()
+    opt = GradReg(None, torch.optim.SGD(model.parameters(), lr=0.1), **kwargs)
+    x, y = batch()
+    opt.step(make_closure(model, opt, x, y))
+    assert opt.skipped_steps == 0
+
+
 def test_a_closure_that_returns_no_loss_is_an_error():
     model = SinNet()
     opt = GradReg(None, torch.optim.SGD(model.parameters(), lr=0.1))

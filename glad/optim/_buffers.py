@@ -99,4 +99,5 @@ class GradBuffers:
     def scale_(self, k: int, factor: torch.Tensor) -> None:
         """Multiplies buffer `k` by the 0-d tensor `factor` (no host sync)."""
         for b in self.flat[k]:
-            b.mul_(factor.to(b.device, b.dtype))
+            b.mul_(factor if (factor.device == b.device and factor.dtype == b.dtype)
+                   else factor.to(b.device, b.dtype))

@@ -31,9 +31,9 @@ def all_reduce_mean_(tensors: list[torch.Tensor], group) -> None:
                                       zip(flat.split([t.numel() for t in bucket]), bucket, strict=True)])
 
 
-def any_rank(flag: torch.Tensor, group) -> torch.Tensor:
-    """True on every rank when `flag` is true on any: ranks must agree on skipping a step."""
-    # gloo has no MAX for bool; a float sum is as good and works on every backend.
-    value = flag.to(torch.float32).reshape(1)
+def sum_over_ranks(value: torch.Tensor, group) -> torch.Tensor:
+    """`value` (0-d float) summed over the ranks: non-finite on every rank when it is on any,
+    so that all ranks agree on skipping a step."""
+    value = value.reshape(1).clone()
     dist.all_reduce(value, group=group)
-    return value[0] > 0
+    return value[0]

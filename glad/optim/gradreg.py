@@ -29,7 +29,7 @@ import warnings
 import torch
 
 from glad.optim._buffers import GradBuffers
-from glad.optim._distributed import all_reduce_mean_, any_rank, ddp_group
+from glad.optim._distributed import all_reduce_mean_, ddp_group, sum_over_ranks
 from glad.optim._passes import RngReplay, frozen_running_stats, running_stat_layers
 
 MODES = ("gradreg", "sam", "off")
@@ -244,11 +244,11 @@ class GradReg:
         buffers, scaler = self._buffers, self.scaler
         device = buffers.flat[k][0].device
         if scaler is not None:
-            # Make any failed check an inf in g_f, so that the scaler's own overflow check
-            # (and hence its scale backoff) agrees with the skip decision.
-            bad = _any_nonfinite(checks, device)
+            # Turn any failed check into a NaN in g_f (x * 0 is 0 for finite x, NaN
+            # otherwise), so that the scaler's own overflow check, and hence its scale
+            # backoff, agrees with the skip decision.
             first = buffers.flat[k][0]
-            first[:1].add_(torch.where(bad, math.inf, 0.0).to(device, first.dtype))
+            first[:1].add_(_checks_sum(checks, device).mul(0.0).to(first.dtype))
             scaler.unscale_(self.base_optimizer)
             grad_name = grad_name or "final gradient"
         if self.max_grad_norm is not None or grad_name is not None:
@@ -258,12 +258,16 @@ class GradReg:
             if self.max_grad_norm is not None:  # as torch.nn.utils.clip_grad_norm_, on flat buffers
                 coef = torch.clamp(self.max_grad_norm / (norm + 1e-6), max=1.0)
                 buffers.scale_(k, coef)
-        bad = _any_nonfinite(checks, device)
+        # The sum of all checked values is finite exactly when each of them is (NaN and
+        # Inf propagate; finite values summing past 3e38 would read as non-finite).
+        total = _checks_sum(checks, device)
         if self._ddp:
-            bad = any_rank(bad, self._group)
-        info["skipped"] = bad
+            total = sum_over_ranks(total, self._group)
+        info["check_sum"] = total
         self.last_info = info
-        if bool(bad):  # the step's one host sync
+        bad = not math.isfinite(total.item())
+        info["skipped"] = bad
+        if bad:  # decided by the .item() above: the step's one host sync
             self._skipped += 1
             reasons = list(dict.fromkeys(name for name, value in checks
                                          if not math.isfinite(float(value))))
@@ -281,7 +285,7 @@ class GradReg:
             self.base_optimizer.step()
 
 
-def _check_number(name, value, low=None, high=None, strict=True):
+def _check_number(name, value, low=None, high=None, strict=False):
     ok = isinstance(value, (int, float)) and math.isfinite(value)
     if ok and low is not None:
         ok = value > low if strict else value >= low
@@ -318,8 +322,9 @@ def _collect_params(params, base_optimizer) -> list[torch.Tensor]:
 def _loss_value(loss) -> torch.Tensor:
     """The closure's loss as a 0-d tensor whose finiteness is the loss's."""
     if isinstance(loss, torch.Tensor):
-        loss = loss.detach()
-        return loss.reshape(()) if loss.numel() == 1 else loss.sum()
+        if loss.dim() == 0:
+            return loss.detach()
+        return loss.detach().sum()
     if isinstance(loss, (int, float)):
         return torch.tensor(float(loss))
     raise TypeError(f"the closure returned {type(loss).__name__}; it must return the loss "
@@ -330,10 +335,10 @@ def _detached(loss):
     return loss.detach() if isinstance(loss, torch.Tensor) else loss
 
 
-def _any_nonfinite(checks, device) -> torch.Tensor:
-    """0-d bool on `device`: is any checked value NaN or infinite."""
+def _checks_sum(checks, device) -> torch.Tensor:
+    """0-d float32 on `device`: the sum of the checked values (few ops: one stack, one sum)."""
     if not checks:
-        return torch.zeros((), dtype=torch.bool, device=device)
-    values = torch.stack([v.to(device=device, dtype=torch.float32, non_blocking=True)
-                          for _, v in checks])
-    return ~torch.isfinite(values).all()
+        return torch.zeros((), dtype=torch.float32, device=device)
+    values = [v if (v.dtype == torch.float32 and v.device == device)
+              else v.to(device=device, dtype=torch.float32, non_blocking=True) for _, v in checks]
+    return torch.stack(values).sum()
