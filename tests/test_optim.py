@@ -507,6 +507,28 @@ def test_boundary_settings_are_accepted(kwargs):
     assert opt.skipped_steps == 0
 
 
+@pytest.mark.parametrize("mode", ["off", "sam", "gradreg"])
+def test_a_normal_step_reads_one_value_back_from_the_device(mode, monkeypatch):
+    """The skip decision is the step's only host sync (counted as reads of tensor values)."""
+    torch.manual_seed(18)
+    model = SinNet()
+    x, y = batch()
+    opt = GradReg(None, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), mode=mode,
+                  max_grad_norm=1.0)
+    opt.step(make_closure(model, opt, x, y, set_to_none=False))
+    reads = []
+    for name in ("item", "__bool__", "__float__", "__int__", "tolist"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, _name=name, **kwargs):
+            reads.append(_name)
+            return _original(self, *args, **kwargs)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    opt.step(make_closure(model, opt, x, y, set_to_none=False))
+    monkeypatch.undo()
+    assert reads == ["item"]
+
+
 def test_a_closure_that_returns_no_loss_is_an_error():
     model = SinNet()
     opt = GradReg(None, torch.optim.SGD(model.parameters(), lr=0.1))
