@@ -1,0 +1,105 @@
+"""Where the world's artifacts live, how their staleness is detected, and safe writes.
+
+Everything the world builds (dataset folders, glad-tiny weights) sits under
+`$GLAD_CACHE` (default `~/.cache/glad`) and is keyed by a hash of the source code
+that made it, so editing the generator rebuilds it rather than serving stale files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+_HERE = Path(__file__).resolve().parent
+
+# The modules that decide what a picture of the world and its captions look like.
+GENERATOR_MODULES = ("vocab", "scenes", "render", "captions")
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """`cache_dir` if given, else `$GLAD_CACHE`, else `~/.cache/glad`."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    return Path(os.environ.get("GLAD_CACHE") or Path("~") / ".cache" / "glad").expanduser()
+
+
+def source_hash(modules: Iterable[str], extra: object = None) -> str:
+    """A short sha256 over the source of `modules` (of glad.world) and a JSON-able `extra`."""
+    h = hashlib.sha256()
+    for name in modules:
+        h.update(name.encode() + b"\0")
+        h.update((_HERE / f"{name}.py").read_bytes().replace(b"\r\n", b"\n"))
+    if extra is not None:
+        h.update(json.dumps(extra, sort_keys=True).encode())
+    return h.hexdigest()[:16]
+
+
+def generator_hash() -> str:
+    """The hash of the world's generator: same hash, same pictures and captions."""
+    return source_hash(GENERATOR_MODULES)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+
+
+@contextlib.contextmanager
+def building_dir(final: Path) -> Iterator[Path]:
+    """Yield a fresh temporary folder beside `final`; on success it becomes `final`.
+
+    If another process finished `final` first, its copy wins and ours is dropped, so
+    readers never see a half-written folder.
+    """
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".building", dir=final.parent))
+    try:
+        yield tmp
+        try:
+            os.replace(tmp, final)
+        except OSError:
+            if not final.is_dir():  # a stale, unreadable leftover: replace it
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on `path` (POSIX); a no-op where fcntl is missing.
+
+    It keeps two processes (two tests, two ranks) from pretraining the same model at once.
+    """
+    try:
+        import fcntl
+    except ImportError:  # Windows: the atomic renames still keep the cache consistent
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
