@@ -73,8 +73,9 @@ def algorithm1_float64(model, x, y, rho, alpha, delta, mode="gradreg"):
     return {n: (1 - alpha) * g[n] + alpha * gp[n] for n in theta}, dot
 
 
+@pytest.mark.parametrize("flat_params", [False, True])
 @pytest.mark.parametrize("rho,conflict", [(0.05, False), (40.0, True)])
-def test_gradreg_step_equals_float64_algorithm1(rho, conflict):
+def test_gradreg_step_equals_float64_algorithm1(rho, conflict, flat_params):
     torch.manual_seed(5)
     model = SinNet()
     x, y = batch()
@@ -84,7 +85,8 @@ def test_gradreg_step_equals_float64_algorithm1(rho, conflict):
     before = {n: p.detach().double().clone() for n, p in model.named_parameters()}
 
     base = torch.optim.SGD(model.parameters(), lr=lr)
-    opt = GradReg(model.parameters(), base, rho=rho, alpha=alpha, delta=delta, model=model)
+    opt = GradReg(model.parameters(), base, rho=rho, alpha=alpha, delta=delta, model=model,
+                  flat_params=flat_params)
     opt.step(make_closure(model, opt, x, y))
 
     assert opt.skipped_steps == 0
@@ -122,14 +124,14 @@ def gradreg_by_hand(model, x, y, rho, alpha, delta=1e-12):
     return [(1 - alpha - alpha * c) * a + alpha * b for a, b in zip(g, gp, strict=True)]
 
 
-@pytest.mark.parametrize("set_to_none", [True, False])
-def test_gradreg_several_adamw_steps_match_by_hand(set_to_none):
+@pytest.mark.parametrize("set_to_none,flat_params", [(True, False), (False, False), (False, True)])
+def test_gradreg_several_adamw_steps_match_by_hand(set_to_none, flat_params):
     """Steady state too: with zero_grad(set_to_none=False) backward writes into GradReg's buffers."""
     torch.manual_seed(17)
     model = SinNet()
     ref = copy.deepcopy(model)
     opt = GradReg(None, torch.optim.AdamW(model.parameters(), lr=1e-2), rho=2.0, alpha=0.7,
-                  max_grad_norm=0.5)
+                  max_grad_norm=0.5, flat_params=flat_params)
     ref_opt = torch.optim.AdamW(ref.parameters(), lr=1e-2)
     for step in range(4):
         x, y = batch(seed=50 + step)
@@ -233,14 +235,15 @@ def poisoned_closure(model, opt, x, y, which):
     return closure
 
 
-@pytest.mark.parametrize("mode,which", [(m, w) for m in ("gradreg", "sam", "off")
-                                        for w in ("loss", "g", "g'") if (m, w) != ("off", "g'")])
-def test_nonfinite_step_is_skipped_bit_exactly_and_training_goes_on(mode, which):
+@pytest.mark.parametrize("mode,which,flat_params", [
+    (m, w, False) for m in ("gradreg", "sam", "off") for w in ("loss", "g", "g'")
+    if (m, w) != ("off", "g'")] + [("gradreg", "g", True), ("gradreg", "g'", True)])
+def test_nonfinite_step_is_skipped_bit_exactly_and_training_goes_on(mode, which, flat_params):
     torch.manual_seed(7)
     model = SinNet()
     x, y = batch()
     opt = GradReg(None, torch.optim.AdamW(model.parameters(), lr=1e-2), rho=0.5, mode=mode,
-                  max_grad_norm=1.0)
+                  max_grad_norm=1.0, flat_params=flat_params)
     opt.step(make_closure(model, opt, x, y))  # fills AdamW's state
     params = [p.detach().clone() for p in model.parameters()]
     state = copy.deepcopy(opt.base_optimizer.state_dict())
@@ -527,6 +530,32 @@ def test_a_normal_step_reads_one_value_back_from_the_device(mode, monkeypatch):
     opt.step(make_closure(model, opt, x, y, set_to_none=False))
     monkeypatch.undo()
     assert reads == ["item"]
+
+
+def test_flat_params_keep_the_values_in_one_storage():
+    torch.manual_seed(19)
+    model = SinNet()
+    before = [p.detach().clone() for p in model.parameters()]
+    GradReg(None, torch.optim.SGD(model.parameters(), lr=0.1), flat_params=True)
+    assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
+    assert len({p.untyped_storage().data_ptr() for p in model.parameters()}) == 1
+
+
+@pytest.mark.parametrize("flat_params", [False, True])
+def test_a_model_cast_after_gradreg_was_built_is_a_clear_error(flat_params):
+    model = SinNet()
+    opt = GradReg(None, torch.optim.SGD(model.parameters(), lr=0.1), flat_params=flat_params)
+    x, y = batch()
+    opt.step(make_closure(model, opt, x, y, set_to_none=False))
+    model.double()
+
+    def closure():
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x.double()), y)
+        loss.backward()
+        return loss
+    with pytest.raises(RuntimeError, match="moved or cast after GradReg was built"):
+        opt.step(closure)
 
 
 def test_a_closure_that_returns_no_loss_is_an_error():

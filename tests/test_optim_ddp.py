@@ -12,14 +12,19 @@ from torch import nn
 
 from glad.optim import GradReg, NonFiniteStepWarning
 
+# Two spawned processes importing torch: ~15-25 s on a small machine.
+pytestmark = pytest.mark.slow
+
 WORLD = 2
 STEPS = 3
 RHO, ALPHA, LR = 0.5, 0.5, 1e-2
 # (name, mode, per_rank_perturbation)
-# "-views": DDP hands out gradients that alias its communication buckets.
+# "-views": DDP hands out gradients that alias its communication buckets;
+# "-flat": GradReg's flat parameter layout, set up after DDP wrapped the model.
 SCENARIOS = [("gradreg", "gradreg", False), ("sam", "sam", False), ("off", "off", False),
              ("gradreg-per-rank", "gradreg", True), ("sam-per-rank", "sam", True),
-             ("gradreg-views", "gradreg", False), ("gradreg-per-rank-views", "gradreg", True)]
+             ("gradreg-views", "gradreg", False), ("gradreg-per-rank-views", "gradreg", True),
+             ("gradreg-flat", "gradreg", False)]
 
 
 def make_model():
@@ -37,10 +42,10 @@ def shard(step, rank):
     return x[rank * 8:(rank + 1) * 8], y[rank * 8:(rank + 1) * 8]
 
 
-def run(net, mode, per_rank, batches, loss_offset=None):
+def run(net, mode, per_rank, batches, loss_offset=None, flat_params=False):
     params = list(net.parameters())
     opt = GradReg(params, torch.optim.AdamW(params, lr=LR), rho=RHO, alpha=ALPHA, mode=mode,
-                  model=net, per_rank_perturbation=per_rank)
+                  model=net, per_rank_perturbation=per_rank, flat_params=flat_params)
     for step, (x, y) in enumerate(batches):
         def closure(x=x, y=y, step=step):
             opt.zero_grad()
@@ -62,8 +67,8 @@ def _worker(rank, port, out):
         for name, mode, per_rank in SCENARIOS:
             model = make_model()
             net = nn.parallel.DistributedDataParallel(model, gradient_as_bucket_view=name.endswith("-views"))
-            run(net, mode, per_rank,
-                [shard(s, rank) for s in range(STEPS)])
+            run(net, mode, per_rank, [shard(s, rank) for s in range(STEPS)],
+                flat_params=name.endswith("-flat"))
             results[name] = [p.detach().clone() for p in model.parameters()]
         # An infinite loss on rank 1 only (its gradients are finite): every rank must skip.
         model = make_model()
@@ -132,7 +137,7 @@ def ddp_results(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name,mode", [("gradreg", "gradreg"), ("sam", "sam"), ("off", "off"),
-                                       ("gradreg-views", "gradreg")])
+                                       ("gradreg-views", "gradreg"), ("gradreg-flat", "gradreg")])
 def test_two_ranks_equal_one_process_on_the_concatenated_batch(ddp_results, name, mode):
     model = make_model()
     run(model, mode, False, [global_batch(s) for s in range(STEPS)])

@@ -21,14 +21,58 @@ from __future__ import annotations
 import torch
 
 
+def _groups(params) -> dict[tuple[torch.device, torch.dtype], list[int]]:
+    """Parameter indices per (device, dtype), in first-seen order (the buffers' order)."""
+    groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
+    for i, p in enumerate(params):
+        groups.setdefault((p.device, p.dtype), []).append(i)
+    return groups
+
+
+class FlatParamLayout:
+    """Moves the parameters' values into one buffer per (device, dtype) (opt-in, see GradReg).
+
+    Each ``p.data`` becomes a view of its group's buffer, in the same order as
+    `GradBuffers`, so the perturbation and its undo run on one tensor per group.
+    The parameters then share memory; copy them (``.clone()``) before handing
+    them to a writer that refuses shared tensors, such as safetensors.
+    (GradReg checks every step that the parameters still live where they were put.)
+    """
+
+    def __init__(self, params: list[torch.Tensor]):
+        self.params = params
+        self.flat: list[torch.Tensor] = []
+        with torch.no_grad():
+            for (device, dtype), members in _groups(params).items():
+                buf = torch.empty(sum(params[i].numel() for i in members), dtype=dtype, device=device)
+                offset = 0
+                for i in members:
+                    p = params[i]
+                    view = buf[offset:offset + p.numel()].view(p.shape)
+                    view.copy_(p)
+                    p.data = view
+                    offset += p.numel()
+                self.flat.append(buf)
+
+
+def check_storage(params: list[torch.Tensor], pointers: list[int]) -> None:
+    """Raises when something re-allocated a parameter (``model.to()``, ``.half()``) since `pointers`.
+
+    GradReg's gradient buffers (and its flat parameter layout) were made for the
+    parameters as they were; ~0.1 us per parameter.
+    """
+    if [p.data_ptr() for p in params] != pointers:
+        raise RuntimeError("a parameter was re-allocated since GradReg was built: was the model "
+                           "moved or cast after GradReg was built? Build GradReg (and its base "
+                           "optimizer) after model.to(...) / .half()")
+
+
 class GradBuffers:
     """`count` (1 or 2) sets of flat gradient buffers over `params`, one per (device, dtype)."""
 
     def __init__(self, params: list[torch.Tensor], count: int = 2):
         self.params = params
-        groups: dict[tuple[torch.device, torch.dtype], list[int]] = {}
-        for i, p in enumerate(params):
-            groups.setdefault((p.device, p.dtype), []).append(i)
+        groups = _groups(params)
         self.flat: list[list[torch.Tensor]] = [[] for _ in range(count)]
         self.views: list[list[torch.Tensor | None]] = [[None] * len(params) for _ in range(count)]
         for (device, dtype), members in groups.items():

@@ -28,7 +28,7 @@ import warnings
 
 import torch
 
-from glad.optim._buffers import GradBuffers
+from glad.optim._buffers import FlatParamLayout, GradBuffers, check_storage
 from glad.optim._distributed import all_reduce_mean_, ddp_group, sum_over_ranks
 from glad.optim._passes import RngReplay, frozen_running_stats, running_stat_layers
 
@@ -68,13 +68,19 @@ class GradReg:
         replay_rng: replay the CPU/CUDA random state of the first pass in the
             second, so dropout draws the same masks in both.
         backend: backend of the ``glad.ops`` calls (``"auto"``, ``"reference"``, ...).
+        flat_params: move the parameters' values into one buffer per (device,
+            dtype) (``p.data`` becomes a view), so that the perturbation runs on
+            one tensor instead of one per parameter: faster at LoRA sizes, where
+            per-tensor overhead dominates. The parameters then share memory:
+            clone them before saving with safetensors. Build GradReg after
+            moving or casting the model.
     """
 
     def __init__(self, params, base_optimizer, rho: float = 0.1, alpha: float = 0.5,
                  delta: float = 1e-12, mode: str = "gradreg", *, model=None,
                  max_grad_norm: float | None = None, scaler=None,
                  per_rank_perturbation: bool = False, replay_rng: bool = True,
-                 backend: str = "auto"):
+                 backend: str = "auto", flat_params: bool = False):
         if not isinstance(base_optimizer, torch.optim.Optimizer):
             raise TypeError(f"base_optimizer must be a torch.optim.Optimizer, got "
                             f"{type(base_optimizer).__name__}; build e.g. "
@@ -102,6 +108,10 @@ class GradReg:
                              "module the closure runs (for its no_sync()); got "
                              f"{type(model).__name__}")
         self._buffers = GradBuffers(self.params, count=1 if mode == "off" else 2)
+        # the perturbation's operands: the parameters, or their flat buffers (same order)
+        self._layout = FlatParamLayout(self.params) if flat_params and mode != "off" else None
+        self.flat_params = self._layout is not None
+        self._pointers = [p.data_ptr() for p in self.params]
         self._first = 0              # the buffer the first pass fills (sam alternates them)
         self._norm_layers = running_stat_layers(model)
         self._rng = RngReplay({p.device for p in self.params})
@@ -177,6 +187,7 @@ class GradReg:
         checks: list[tuple[str, torch.Tensor]] = []
         info: dict[str, torch.Tensor | None] = {}
         buffers, params = self._buffers, self.params
+        check_storage(params, self._pointers)
         a = self._first
 
         if self.mode == "off":
@@ -199,7 +210,11 @@ class GradReg:
             loss = closure()
         checks.append(("loss", _loss_value(loss)))
         buffers.harvest(a)
-        state = sam_perturb_(params, buffers.views[a], self.rho, backend=self.backend)
+        if self._layout is not None:
+            params, grads = self._layout.flat, buffers.flat[a]
+        else:
+            grads = buffers.views[a]
+        state = sam_perturb_(params, grads, self.rho, backend=self.backend)
         checks.append(("g", state.grad_norm))  # not finite exactly when g is not
         info["grad_norm"] = state.grad_norm
         if self.replay_rng:
