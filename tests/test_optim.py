@@ -536,9 +536,17 @@ def test_flat_params_keep_the_values_in_one_storage():
     torch.manual_seed(19)
     model = SinNet()
     before = [p.detach().clone() for p in model.parameters()]
-    GradReg(None, torch.optim.SGD(model.parameters(), lr=0.1), flat_params=True)
+    GradReg(None, torch.optim.SGD(model.parameters(), lr=0.1))  # flat by default
     assert all(torch.equal(p, q) for p, q in zip(model.parameters(), before, strict=True))
     assert len({p.untyped_storage().data_ptr() for p in model.parameters()}) == 1
+    # a second GradReg over the same (now flat) parameters leaves them where they are
+    pointers = [p.data_ptr() for p in model.parameters()]
+    opt = GradReg(None, torch.optim.SGD(model.parameters(), lr=0.1))
+    assert not opt.flat_params and [p.data_ptr() for p in model.parameters()] == pointers
+    kept = SinNet()
+    pointers = [p.data_ptr() for p in kept.parameters()]
+    GradReg(None, torch.optim.SGD(kept.parameters(), lr=0.1), flat_params=False)
+    assert [p.data_ptr() for p in kept.parameters()] == pointers
 
 
 @pytest.mark.parametrize("flat_params", [False, True])

@@ -20,11 +20,12 @@ STEPS = 3
 RHO, ALPHA, LR = 0.5, 0.5, 1e-2
 # (name, mode, per_rank_perturbation)
 # "-views": DDP hands out gradients that alias its communication buckets;
-# "-flat": GradReg's flat parameter layout, set up after DDP wrapped the model.
+# "-lists": without GradReg's flat parameter layout (by default it is set up after DDP
+# wrapped the model).
 SCENARIOS = [("gradreg", "gradreg", False), ("sam", "sam", False), ("off", "off", False),
              ("gradreg-per-rank", "gradreg", True), ("sam-per-rank", "sam", True),
              ("gradreg-views", "gradreg", False), ("gradreg-per-rank-views", "gradreg", True),
-             ("gradreg-flat", "gradreg", False)]
+             ("gradreg-lists", "gradreg", False)]
 
 
 def make_model():
@@ -42,7 +43,7 @@ def shard(step, rank):
     return x[rank * 8:(rank + 1) * 8], y[rank * 8:(rank + 1) * 8]
 
 
-def run(net, mode, per_rank, batches, loss_offset=None, flat_params=False):
+def run(net, mode, per_rank, batches, loss_offset=None, flat_params=None):
     params = list(net.parameters())
     opt = GradReg(params, torch.optim.AdamW(params, lr=LR), rho=RHO, alpha=ALPHA, mode=mode,
                   model=net, per_rank_perturbation=per_rank, flat_params=flat_params)
@@ -68,7 +69,7 @@ def _worker(rank, port, out):
             model = make_model()
             net = nn.parallel.DistributedDataParallel(model, gradient_as_bucket_view=name.endswith("-views"))
             run(net, mode, per_rank, [shard(s, rank) for s in range(STEPS)],
-                flat_params=name.endswith("-flat"))
+                flat_params=False if name.endswith("-lists") else None)
             results[name] = [p.detach().clone() for p in model.parameters()]
         # An infinite loss on rank 1 only (its gradients are finite): every rank must skip.
         model = make_model()
@@ -137,7 +138,7 @@ def ddp_results(tmp_path_factory):
 
 
 @pytest.mark.parametrize("name,mode", [("gradreg", "gradreg"), ("sam", "sam"), ("off", "off"),
-                                       ("gradreg-views", "gradreg"), ("gradreg-flat", "gradreg")])
+                                       ("gradreg-views", "gradreg"), ("gradreg-lists", "gradreg")])
 def test_two_ranks_equal_one_process_on_the_concatenated_batch(ddp_results, name, mode):
     model = make_model()
     run(model, mode, False, [global_batch(s) for s in range(STEPS)])

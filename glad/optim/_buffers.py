@@ -34,9 +34,9 @@ class FlatParamLayout:
 
     Each ``p.data`` becomes a view of its group's buffer, in the same order as
     `GradBuffers`, so the perturbation and its undo run on one tensor per group.
-    The parameters then share memory; copy them (``.clone()``) before handing
-    them to a writer that refuses shared tensors, such as safetensors.
-    (GradReg checks every step that the parameters still live where they were put.)
+    The parameters then share one storage without overlapping (safetensors and
+    torch.save handle that). GradReg checks every step that they still live
+    where they were put.
     """
 
     def __init__(self, params: list[torch.Tensor]):

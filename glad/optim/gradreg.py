@@ -69,18 +69,20 @@ class GradReg:
             second, so dropout draws the same masks in both.
         backend: backend of the ``glad.ops`` calls (``"auto"``, ``"reference"``, ...).
         flat_params: move the parameters' values into one buffer per (device,
-            dtype) (``p.data`` becomes a view), so that the perturbation runs on
-            one tensor instead of one per parameter: faster at LoRA sizes, where
-            per-tensor overhead dominates. The parameters then share memory:
-            clone them before saving with safetensors. Build GradReg after
-            moving or casting the model.
+            dtype) (each ``p.data`` becomes a view of it; the Parameter objects
+            and their values stay), so that the perturbation and its undo run
+            on one tensor instead of one per parameter: at LoRA sizes per-tensor
+            overhead costs more than the arithmetic. ``None`` (default): on for
+            ``sam``/``gradreg`` unless some parameters already share memory
+            with each other. Either way, build GradReg after moving or casting
+            the model (a step after ``model.to()`` raises a clear error).
     """
 
     def __init__(self, params, base_optimizer, rho: float = 0.1, alpha: float = 0.5,
                  delta: float = 1e-12, mode: str = "gradreg", *, model=None,
                  max_grad_norm: float | None = None, scaler=None,
                  per_rank_perturbation: bool = False, replay_rng: bool = True,
-                 backend: str = "auto", flat_params: bool = False):
+                 backend: str = "auto", flat_params: bool | None = None):
         if not isinstance(base_optimizer, torch.optim.Optimizer):
             raise TypeError(f"base_optimizer must be a torch.optim.Optimizer, got "
                             f"{type(base_optimizer).__name__}; build e.g. "
@@ -109,6 +111,8 @@ class GradReg:
                              f"{type(model).__name__}")
         self._buffers = GradBuffers(self.params, count=1 if mode == "off" else 2)
         # the perturbation's operands: the parameters, or their flat buffers (same order)
+        if flat_params is None:
+            flat_params = not _share_storage(self.params)
         self._layout = FlatParamLayout(self.params) if flat_params and mode != "off" else None
         self.flat_params = self._layout is not None
         self._pointers = [p.data_ptr() for p in self.params]
@@ -332,6 +336,12 @@ def _collect_params(params, base_optimizer) -> list[torch.Tensor]:
                          f"{len(mine_ids ^ base_ids)}; GradReg and its base optimizer must "
                          f"hold the same parameters (or pass params=None)")
     return mine
+
+
+def _share_storage(params) -> bool:
+    """Do any two of `params` live in the same storage (tied through views, or already flat)?"""
+    pointers = [p.untyped_storage().data_ptr() for p in params]
+    return len(set(pointers)) != len(pointers)
 
 
 def _loss_value(loss) -> torch.Tensor:
