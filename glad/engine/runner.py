@@ -127,8 +127,12 @@ class Runner:
     def base_clip(self):
         if self._clip is None:
             cfg = self.cfg
-            self._clip = load_clip(cfg.model, cfg.pretrained, cache_dir=cfg.cache_dir,
-                                   device=self.runtime.device, offline=cfg.offline)
+            # Seeded, so that a randomly initialised backbone (--pretrained none) is the same in every
+            # process and every rerun.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(0)
+                self._clip = load_clip(cfg.model, cfg.pretrained, cache_dir=cfg.cache_dir,
+                                       device=self.runtime.device, offline=cfg.offline)
         return self._clip
 
     def build_model(self, method, seed: int) -> GladModel:
