@@ -31,6 +31,7 @@ def info(as_json):
         click.echo(f"  {name:<10} {mark}  {entry['reason']}")
 
 
+from glad_cli import bench_workloads  # noqa: E402,F401  (registers `glad bench train/eval`)
 from glad_cli.bench import bench  # noqa: E402
 from glad_cli.train import evaluate_cmd, report, train  # noqa: E402
 
