@@ -18,12 +18,12 @@ BUILTIN_TRAINING = {"shots": 16, "epochs": 10, "batch_size": 32, "lr": 1e-3, "se
 
 def builtin_datasets(protocol: str) -> list[str]:
     """Dataset names of the built-in world for a protocol (transfer: source first, then targets)."""
-    from glad.world import BUILTIN_PROTOCOLS
+    from glad.data import get_protocol
 
-    spec = BUILTIN_PROTOCOLS[protocol]
-    if protocol == "base-to-novel":
-        return list(spec["datasets"])
-    return [spec["source"], *spec["targets"]]
+    spec = get_protocol(protocol, variant="builtin")  # registered by glad.world
+    if spec.source is None:
+        return list(spec.targets)
+    return [spec.source, *spec.targets]
 
 
 def builtin_overrides(protocol: str) -> dict:
