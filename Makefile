@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml setup.py constraints.txt $(NATIVE) | $(PY)
 	@touch $(STAMP)
 
 demo: install
-	$(VENV)/bin/glad info
+	$(VENV)/bin/glad train
 
 test: install
 	$(PY) -m pytest -q
