@@ -29,7 +29,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
 
-DEFAULT_CHUNK_BUDGET_BYTES = 256 * 2**20
+# 64 MiB: big enough to keep a GPU busy, and on a CPU each temporary stays below glibc's
+# mmap threshold (32 MiB), so chunks reuse heap memory instead of faulting in fresh pages.
+DEFAULT_CHUNK_BUDGET_BYTES = 64 * 2**20
 _EPS = 1e-12  # as F.normalize
 
 
@@ -103,15 +105,22 @@ class AlignNet(nn.Module):
         mids = list(self.layers[1:-1])
 
         def chunk(img_part, cls_part, img_dir, img_bias, cls_sq, cls_dir, gram, dots):
-            h = F.relu(img_part[:, None, :] + cls_part[None, :, :])  # [B, c, H1]
+            # Without autograd, work in place to halve the temporaries. With it, stay out of
+            # place: in-place ops inside a (non-reentrant) checkpoint keep memory alive.
+            inplace = not torch.is_grad_enabled()
+            h = img_part[:, None, :] + cls_part[None, :, :]  # [B, c, H1]
+            h = h.relu_() if inplace else F.relu(h)
             for layer in mids:
-                h = F.relu(layer(h))
-            num = dots + (h * img_dir[:, None, :]).sum(-1) + img_bias[:, None]
-            norm_sq = cls_sq + 2.0 * (h * cls_dir[None, :, :]).sum(-1) + ((h @ gram) * h).sum(-1)
-            return num / _safe_norm(norm_sq)
+                h = layer(h).relu_() if inplace else F.relu(layer(h))
+            num = dots + torch.bmm(h, img_dir[:, :, None]).squeeze(-1) + img_bias[:, None]
+            q = h @ gram  # (W^T W) h, then + 2 W^T (t + b)
+            q = q.add_(cls_dir[None, :, :], alpha=2.0) if inplace else q + 2.0 * cls_dir[None, :, :]
+            quad = q.mul_(h).sum(-1) if inplace else (q * h).sum(-1)
+            return num / _safe_norm(cls_sq + quad)
 
         widths = [self.layers[0].out_features, *(m.out_features for m in mids)]
-        per_pair = (sum(widths) + 2 * widths[-1] + 4) * f.element_size()
+        # bytes per (image, class) pair alive at once: the hidden activations and two H-sized temporaries
+        per_pair = (sum(widths) + 2 * widths[-1]) * f.element_size()
         step = max(1, min(n_cls, chunk_budget_bytes // max(1, n_img * per_pair)))
         recompute = torch.is_grad_enabled() and step < n_cls
         outs = []
