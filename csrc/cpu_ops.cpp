@@ -13,17 +13,24 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <cstring>
 #include <tuple>
+#include <type_traits>
 #include <vector>
 
+#include "cpu_convert.h"
 #include "multi_tensor.h"
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace glad {
 
 constexpr int64_t kChunk = 1 << 15;         // elements per piece
 constexpr int64_t kSerialBelow = 1 << 15;   // smaller jobs do not wake the thread pool
-constexpr int kLanes = 16;                  // independent accumulators, vectorisable
+constexpr int kLanes = 8;                   // independent accumulators, vectorisable
 
 int64_t cpu_chunk_elements() { return kChunk; }
 
@@ -61,67 +68,155 @@ void for_each_piece(const std::vector<Piece>& pieces, F&& fn) {
   });
 }
 
-template <typename T>
-inline float ld(const T* p, int64_t i) {
-  return static_cast<float>(p[i]);
-}
+// Lane accumulators: element i always goes to lane i % kLanes, whatever the blocking,
+// so the sums depend only on the data and the fixed pieces.
+struct Lanes {
+  double v[kLanes] = {};
+  double total() const {
+    double t = 0;
+    for (int j = 0; j < kLanes; ++j) t += v[j];
+    return t;
+  }
+};
 
-// Partial <g, r> and <g, g> of n elements, in double (products of floats are exact in double).
-template <typename T>
-void dot_norm(const T* g, const T* r, int64_t n, double* dot_out, double* n2_out) {
-  double d[kLanes] = {}, s[kLanes] = {};
+// d += <g, r>, s += <g, g> over n floats (n a multiple of kLanes except at a piece's end).
+// Products of floats are exact in double. The lanes live in locals (registers) while
+// the loop runs: through the references the compiler would have to assume aliasing.
+GLAD_SIMD void accumulate_dot(const float* __restrict__ g, const float* __restrict__ r, int64_t n,
+                              Lanes& d_io, Lanes& s_io) {
+  double d[kLanes], s[kLanes];
+  for (int j = 0; j < kLanes; ++j) d[j] = d_io.v[j], s[j] = s_io.v[j];
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
     for (int j = 0; j < kLanes; ++j) {
-      const double a = ld(g, i + j), b = ld(r, i + j);
+      const double a = g[i + j], b = r[i + j];
       d[j] += a * b;
       s[j] += a * a;
     }
   }
   for (int j = 0; i < n; ++i, ++j) {
-    const double a = ld(g, i), b = ld(r, i);
+    const double a = g[i], b = r[i];
     d[j] += a * b;
     s[j] += a * a;
   }
-  double dot = 0, n2 = 0;
-  for (int j = 0; j < kLanes; ++j) {
-    dot += d[j];
-    n2 += s[j];
-  }
-  *dot_out = dot;
-  *n2_out = n2;
+  for (int j = 0; j < kLanes; ++j) d_io.v[j] = d[j], s_io.v[j] = s[j];
 }
 
-template <typename T>
-double sum_squares(const T* g, int64_t n) {
-  double s[kLanes] = {};
+GLAD_SIMD void accumulate_squares(const float* __restrict__ g, int64_t n, Lanes& s_io) {
+  double s[kLanes];
+  for (int j = 0; j < kLanes; ++j) s[j] = s_io.v[j];
   int64_t i = 0;
   for (; i + kLanes <= n; i += kLanes) {
     for (int j = 0; j < kLanes; ++j) {
-      const double a = ld(g, i + j);
+      const double a = g[i + j];
       s[j] += a * a;
     }
   }
   for (int j = 0; i < n; ++i, ++j) {
-    const double a = ld(g, i);
+    const double a = g[i];
     s[j] += a * a;
   }
-  double total = 0;
-  for (int j = 0; j < kLanes; ++j) total += s[j];
-  return total;
+  for (int j = 0; j < kLanes; ++j) s_io.v[j] = s[j];
 }
 
+// g <- a g + alpha r and p <- p + scale g on floats.
+GLAD_SIMD void axpby(float* __restrict__ g, const float* __restrict__ r, int64_t n, float a, float alpha) {
+  for (int64_t i = 0; i < n; ++i) g[i] = a * g[i] + alpha * r[i];
+}
+
+GLAD_SIMD void add_scaled(float* __restrict__ p, const float* __restrict__ g, int64_t n, float scale) {
+  for (int64_t i = 0; i < n; ++i) p[i] = p[i] + scale * g[i];
+}
+
+// The kernels below walk a piece in blocks of kBlock elements, converted to float.
+constexpr int64_t kBlock = 1024;
+static_assert(kBlock % kLanes == 0 && kChunk % kBlock == 0, "blocks must keep lanes aligned");
+
+template <typename T>
+void dot_norm(const T* g, const T* r, int64_t n, double* dot_out, double* n2_out) {
+  Lanes d, s;
+  float gb[kBlock], rb[kBlock];
+  for (int64_t off = 0; off < n; off += kBlock) {
+    const int64_t m = std::min(kBlock, n - off);
+    accumulate_dot(cpu::as_float(g + off, gb, m), cpu::as_float(r + off, rb, m), m, d, s);
+  }
+  *dot_out = d.total();
+  *n2_out = s.total();
+}
+
+template <typename T>
+double sum_squares(const T* g, int64_t n) {
+  Lanes s;
+  float gb[kBlock];
+  for (int64_t off = 0; off < n; off += kBlock) {
+    const int64_t m = std::min(kBlock, n - off);
+    accumulate_squares(cpu::as_float(g + off, gb, m), m, s);
+  }
+  return s.total();
+}
+
+// g <- a g + alpha r, rounded once to T.
 template <typename T>
 void mix(T* g, const T* r, int64_t n, float a, float alpha) {
-  for (int64_t i = 0; i < n; ++i) g[i] = static_cast<T>(a * ld(g, i) + alpha * ld(r, i));
+  if constexpr (std::is_same_v<T, float>) {
+    axpby(g, r, n, a, alpha);
+  } else {
+    float gb[kBlock], rb[kBlock];
+    for (int64_t off = 0; off < n; off += kBlock) {
+      const int64_t m = std::min(kBlock, n - off);
+      cpu::to_float(g + off, gb, m);
+      const float* rf = cpu::as_float(r + off, rb, m);
+      axpby(gb, rf, m, a, alpha);
+      cpu::store(gb, g + off, m);
+    }
+  }
 }
 
+// memcpy whose stores bypass the cache (x86): a destination that is only written is
+// then never read in first (no read-for-ownership), which saves a third of a copy's
+// memory traffic. Backups and restored parameters are not read again soon.
+void stream_copy(void* dst_, const void* src_, int64_t bytes) {
+  char* dst = static_cast<char*>(dst_);
+  const char* src = static_cast<const char*>(src_);
+#if defined(__SSE2__)
+  int64_t head = (16 - static_cast<int64_t>(reinterpret_cast<uintptr_t>(dst) & 15)) & 15;
+  head = std::min(head, bytes);
+  std::memcpy(dst, src, head);
+  dst += head, src += head, bytes -= head;
+  int64_t i = 0;
+  for (; i + 64 <= bytes; i += 64) {
+    const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i));
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i + 16));
+    const __m128i c = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i + 32));
+    const __m128i d = _mm_loadu_si128(reinterpret_cast<const __m128i*>(src + i + 48));
+    _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i), a);
+    _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i + 16), b);
+    _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i + 32), c);
+    _mm_stream_si128(reinterpret_cast<__m128i*>(dst + i + 48), d);
+  }
+  std::memcpy(dst + i, src + i, bytes - i);
+  _mm_sfence();  // streaming stores are weakly ordered: publish them before returning
+#else
+  std::memcpy(dst, src, bytes);
+#endif
+}
+
+// backup <- p (streamed), then p <- p + scale g, rounded once to T; the piece of p is
+// re-read from cache.
 template <typename T>
 void perturb(T* __restrict__ p, const T* __restrict__ g, T* __restrict__ backup, int64_t n, float scale) {
-  for (int64_t i = 0; i < n; ++i) {
-    const T v = p[i];
-    backup[i] = v;
-    p[i] = static_cast<T>(static_cast<float>(v) + scale * ld(g, i));
+  stream_copy(backup, p, n * static_cast<int64_t>(sizeof(T)));
+  if constexpr (std::is_same_v<T, float>) {
+    add_scaled(p, g, n, scale);
+  } else {
+    float pb[kBlock], gb[kBlock];
+    for (int64_t off = 0; off < n; off += kBlock) {
+      const int64_t m = std::min(kBlock, n - off);
+      cpu::to_float(p + off, pb, m);
+      const float* gf = cpu::as_float(g + off, gb, m);
+      add_scaled(pb, gf, m, scale);
+      cpu::store(pb, p + off, m);
+    }
   }
 }
 
@@ -220,7 +315,7 @@ std::tuple<at::Tensor, at::Tensor> sam_perturb_cpu(at::TensorList params, at::Te
       T* bp = backup[pc.tensor].template mutable_data_ptr<T>() + pc.begin;
       const int64_t n = pc.end - pc.begin;
       if (scale == 0.0f) {  // no perturbation: p stays bit for bit, and Inf/NaN in g never reach it
-        std::memcpy(bp, pp, n * sizeof(T));
+        stream_copy(bp, pp, n * static_cast<int64_t>(sizeof(T)));
       } else {
         perturb(pp, g[pc.tensor].template const_data_ptr<T>() + pc.begin, bp, n, scale);
       }
@@ -243,7 +338,7 @@ void sam_restore_cpu(at::TensorList params, at::TensorList backup) {
   for_each_piece(pieces, [&](int64_t k) {
     const Piece& pc = pieces[k];
     const int64_t item = params[pc.tensor].element_size();
-    std::memcpy(static_cast<char*>(params[pc.tensor].data_ptr()) + pc.begin * item,
+    stream_copy(static_cast<char*>(params[pc.tensor].data_ptr()) + pc.begin * item,
                 static_cast<const char*>(backup[pc.tensor].const_data_ptr()) + pc.begin * item,
                 (pc.end - pc.begin) * item);
   });

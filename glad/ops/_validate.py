@@ -17,14 +17,21 @@ def _as_list(tensors, name):
     return tensors
 
 
-def _spans(t):
-    """(storage pointer, first byte, one past the last byte) of the memory `t` may touch."""
-    if t.numel() == 0:
+def _span(t):
+    """[first byte, one past the last byte) of the memory `t` may touch, or None if empty.
+
+    Addresses, not storages: two tensors can only share memory where these ranges meet.
+    """
+    n = t.numel()
+    if n == 0:
         return None
+    start = t.data_ptr()
     size = t.element_size()
-    start = t.storage_offset()
-    last = start + sum((n - 1) * s for n, s in zip(t.shape, t.stride(), strict=True) if s > 0)
-    return t.untyped_storage().data_ptr(), start * size, (last + 1) * size
+    if t.is_contiguous():
+        return start, start + n * size
+    low = sum((k - 1) * st for k, st in zip(t.shape, t.stride(), strict=True) if st < 0)
+    high = sum((k - 1) * st for k, st in zip(t.shape, t.stride(), strict=True) if st > 0)
+    return start + low * size, start + (high + 1) * size
 
 
 def _check_no_overlap(written, written_name, read, read_name, index):
@@ -34,27 +41,24 @@ def _check_no_overlap(written, written_name, read, read_name, index):
     element are rejected too (their spans overlap).
     """
     spans = []
-    for i, t in enumerate(written):
-        s = _spans(t)
-        if s is not None:
-            spans.append((*s, 0, index[i]))
-    for i, t in enumerate(read):
-        s = _spans(t)
-        if s is not None:
-            spans.append((*s, 1, index[i]))
+    for lst, which in ((written, 0), (read, 1)):
+        for i, t in enumerate(lst):
+            s = _span(t)
+            if s is not None:
+                spans.append((s[0], s[1], which, index[i]))
     spans.sort()
     names = (written_name, read_name)
-    # Sweep each storage in order of start, keeping the span that reaches furthest: the first
-    # overlap that involves a written tensor is always an overlap with that span.
+    # Sweep in order of start, keeping the span that reaches furthest: the first overlap
+    # that involves a written tensor is always an overlap with that span.
     prev = None
     for cur in spans:
-        if prev is not None and prev[0] == cur[0] and cur[1] < prev[2] and (prev[3] == 0 or cur[3] == 0):
-            a, b = names[prev[3]] + f"[{prev[4]}]", names[cur[3]] + f"[{cur[4]}]"
+        if prev is not None and cur[0] < prev[1] and (prev[2] == 0 or cur[2] == 0):
+            a, b = names[prev[2]] + f"[{prev[3]}]", names[cur[2]] + f"[{cur[3]}]"
             raise ValueError(
                 f"{a} and {b} share memory; the op writes {written_name} in place, so every tensor "
                 f"it writes must have its own memory. Pass a copy (e.g. {b}.clone())."
             )
-        if prev is None or prev[0] != cur[0] or cur[2] > prev[2]:
+        if prev is None or cur[1] > prev[1]:
             prev = cur
 
 

@@ -1,0 +1,252 @@
+"""`glad bench ops`: each backend against reference, a naive per-tensor loop, and a copy.
+
+For every size and op, each available backend on the device is timed beside:
+  * `reference`: the plain-torch backend (foreach ops), the fallback;
+  * `naive`: the per-tensor Python loop most SAM code uses (`.item()`-style host
+    branch included);
+  * `copy`: `dst.copy_(src)` of N values on the same device, measured in the same
+    run: the bandwidth ceiling.
+Minimal bytes moved per op (N values of s bytes):
+  * project:  5 N s  (pass 1 reads g, g'; pass 2 reads g, g' and writes g)
+  * perturb:  5 N s  (pass 1 reads g; pass 2 reads p, g and writes backup, p)
+  * restore:  2 N s  (reads backup, writes p)
+  * copy:     2 N s
+Effective GB/s = minimal bytes / time. Providers run interleaved, round after
+round, so a busy machine slows all of them alike; the headline time is the best
+round (as timeit recommends), the median is reported too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+
+import torch
+
+import glad.ops as ops
+from glad.ops._dispatch import _supports
+
+OPS = ("project", "perturb", "restore")
+BYTES_PER_VALUE = {"project": 5, "perturb": 5, "restore": 2, "copy": 2}
+
+
+def adapter_shapes():
+    """GLAD's adapter on ViT-B/16: LoRA r=8 on q/k/v of 12 image (768) and 12 text (512)
+    blocks, plus AlignNet 1024-256-128-512: 150 tensors, 1,098,624 values."""
+    shapes = []
+    for width in (768, 512):
+        for _ in range(12 * 3):
+            shapes += [(8, width), (width, 8)]
+    shapes += [(256, 1024), (256,), (128, 256), (128,), (512, 128), (512,)]
+    return shapes
+
+
+def shapes_for(size):
+    """'adapter', or a value count ('16M', '500k', '1000'): 150 tensors in the adapter's size mix."""
+    if size == "adapter":
+        return adapter_shapes()
+    text = size.strip().lower()
+    scale = {"k": 1 << 10, "m": 1 << 20}.get(text[-1:], 1)
+    try:
+        total = int(float(text.rstrip("km")) * scale)
+    except ValueError:
+        raise ValueError(f"size {size!r} is not 'adapter' or a value count like 16M, 500k, 1000") from None
+    if total < 150:
+        raise ValueError(f"size {size!r} has fewer than 150 values; use at least 150")
+    base = [int(torch.Size(s).numel()) for s in adapter_shapes()]
+    numels = [max(1, base_i * total // sum(base)) for base_i in base]
+    numels[-1] += total - sum(numels)
+    return [(n,) for n in numels]
+
+
+def machine_info(device):
+    """CPU model, cores, threads, load and accelerator: what the numbers depend on."""
+    model = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    info = {"cpu": model, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__, "device": str(device)}
+    if hasattr(os, "getloadavg"):
+        info["load_average_1min_at_start"] = round(os.getloadavg()[0], 2)
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+    return info
+
+
+# ------------------------------------------------------------------ naive baselines
+
+
+def naive_project(grads, refs, alpha, delta):
+    dot = sum((g.float() * r.float()).sum() for g, r in zip(grads, refs, strict=True))
+    n2 = sum((g.float() * g.float()).sum() for g in grads)
+    c = float(dot) / (float(n2) + delta) if float(dot) < 0 else 0.0  # host branch
+    for g, r in zip(grads, refs, strict=True):
+        g.mul_(1 - alpha - alpha * c).add_(r, alpha=alpha)
+
+
+def naive_perturb(params, grads, rho, backup):
+    norm = torch.norm(torch.stack([g.norm(2) for g in grads]), 2)
+    scale = rho / (norm + 1e-12)
+    for p, g, b in zip(params, grads, backup, strict=True):
+        b.copy_(p)
+        p.add_(g * scale)
+
+
+def naive_restore(params, backup):
+    for p, b in zip(params, backup, strict=True):
+        p.copy_(b)
+
+
+# ------------------------------------------------------------------ timing
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(fn, device):
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def _bench_size(size, dtype, device, backends, repeat, warmup):
+    shapes = shapes_for(size)
+    gen = torch.Generator(device="cpu").manual_seed(0)
+
+    def make():
+        return [torch.randn(s, generator=gen).to(dtype=dtype, device=device) for s in shapes]
+
+    grads, refs, params = make(), make(), make()
+    n = sum(t.numel() for t in grads)
+    src = torch.cat([t.flatten() for t in refs])
+    dst = torch.empty_like(src)
+    backup = [torch.empty_like(p) for p in params]
+    states = {}
+
+    def perturb_fn(name):
+        if name == "naive":
+            return lambda: naive_perturb(params, grads, 0.05, backup)
+
+        def run():
+            states[name] = ops.sam_perturb_(params, grads, 0.05, backend=name, backup=backup)
+        return run
+
+    def restore_fn(name):
+        if name == "naive":
+            return lambda: naive_restore(params, backup)
+        # The state made by this backend's perturb; the restore copies the same backup list.
+        return lambda: ops.sam_restore_(params, states[name])
+
+    def project_fn(name):
+        if name == "naive":
+            return lambda: naive_project(grads, refs, 0.5, 1e-12)
+        return lambda: ops.project_interpolate_(grads, refs, 0.5, backend=name)
+
+    providers = [*backends, "naive"]
+    times = {("copy", "copy"): []}
+    for op in OPS:
+        for name in providers:
+            times[(op, name)] = []
+    for round_ in range(warmup + repeat):
+        record = round_ >= warmup
+        t = _timed(lambda: dst.copy_(src), device)
+        if record:
+            times[("copy", "copy")].append(t)
+        for name in providers:
+            t_project = _timed(project_fn(name), device)
+            t_perturb = _timed(perturb_fn(name), device)
+            t_restore = _timed(restore_fn(name), device)
+            if record:
+                times[("project", name)].append(t_project)
+                times[("perturb", name)].append(t_perturb)
+                times[("restore", name)].append(t_restore)
+    item = grads[0].element_size()
+    copy_best = min(times[("copy", "copy")])
+    copy_gbps = BYTES_PER_VALUE["copy"] * n * item / copy_best / 1e9
+    rows = []
+    for (op, name), ts in times.items():
+        best = min(ts)
+        nbytes = BYTES_PER_VALUE[op] * n * item
+        gbps = nbytes / best / 1e9
+        ref = times.get((op, "reference"))
+        rows.append({
+            "op": op, "size": size, "values": n, "tensors": len(shapes), "provider": name,
+            "time_ms": round(best * 1e3, 4), "time_ms_median": round(statistics.median(ts) * 1e3, 4),
+            "min_bytes": nbytes, "gbps": round(gbps, 3),
+            "copy_fraction": round(gbps / copy_gbps, 3),
+            "speedup_vs_reference": round(min(ref) / best, 3) if ref and op != "copy" else None,
+        })
+    return rows
+
+
+def default_backends(device):
+    """Backends worth timing on `device` (the Triton interpreter on CPU is a test vehicle)."""
+    names = [b for b in ops.BACKENDS if _supports(b, device) is None]
+    if device.type == "cpu":
+        names = [b for b in names if b != "triton"]
+    return names
+
+
+def run_ops_bench(sizes=("adapter", "16M", "64M"), dtype=torch.float32, device=None, backends=None,
+                  repeat=3, warmup=1, threads=None):
+    """Times every op for every size; returns a JSON-ready dict (`machine`, `config`, `results`)."""
+    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if threads:
+        torch.set_num_threads(threads)
+    backends = list(backends) if backends else default_backends(device)
+    if "reference" not in backends:
+        backends.insert(0, "reference")
+    for b in backends:
+        why = _supports(b, device)
+        if why is not None:
+            raise ValueError(f"backend {b!r} cannot run on {device}: {why}")
+    info = machine_info(device)
+    results = []
+    for size in sizes:
+        results += _bench_size(size, dtype, device, backends, repeat, warmup)
+    config = {"sizes": list(sizes), "dtype": str(dtype).replace("torch.", ""), "backends": backends,
+              "repeat": repeat, "warmup": warmup, "bytes_per_value": BYTES_PER_VALUE,
+              "time": "best of `repeat` interleaved rounds (median also given)"}
+    return {"machine": info, "config": config, "results": results}
+
+
+def format_table(report):
+    """A Markdown table: one row per op, size and provider."""
+    head = ("| op | size | values | provider | time ms (best) | median | GB/s | of copy | vs reference |\n"
+            "|---|---|---:|---|---:|---:|---:|---:|---:|")
+    lines = [head]
+    for r in report["results"]:
+        speed = "" if r["speedup_vs_reference"] is None else f"{r['speedup_vs_reference']:.2f}x"
+        lines.append(f"| {r['op']} | {r['size']} | {r['values']:,} | {r['provider']} | {r['time_ms']:.3f} | "
+                     f"{r['time_ms_median']:.3f} | {r['gbps']:.2f} | {r['copy_fraction']:.0%} | {speed} |")
+    return "\n".join(lines)
+
+
+def write_json(report, path):
+    """Writes the report atomically (temp file in the same folder, then rename)."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(report, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
