@@ -185,12 +185,17 @@ def _bench_size(size, dtype, device, backends, repeat, warmup):
         ref = times.get((op, "reference"))
         rows.append({
             "op": op, "size": size, "values": n, "tensors": len(shapes), "provider": name,
-            "time_ms": round(best * 1e3, 4), "time_ms_median": round(statistics.median(ts) * 1e3, 4),
-            "min_bytes": nbytes, "gbps": round(gbps, 3),
-            "copy_fraction": round(gbps / copy_gbps, 3),
-            "speedup_vs_reference": round(min(ref) / best, 3) if ref and op != "copy" else None,
+            "time_ms": _sig(best * 1e3), "time_ms_median": _sig(statistics.median(ts) * 1e3),
+            "min_bytes": nbytes, "gbps": _sig(gbps),
+            "copy_fraction": _sig(gbps / copy_gbps, 3),
+            "speedup_vs_reference": _sig(min(ref) / best, 3) if ref and op != "copy" else None,
         })
     return rows
+
+
+def _sig(x, digits=4):
+    """x rounded to `digits` significant digits (readable JSON at every size)."""
+    return float(f"{x:.{digits}g}")
 
 
 def default_backends(device):
