@@ -115,6 +115,11 @@ def test_zero_shot_path_ignores_adapters_and_caches_text_features():
     tokens[0, 1] += 1  # edited in place: must be recomputed
     model.zeroshot_text_features(tokens)
     assert calls == [1, 1]
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # lower precision: a separate entry
+        model.zeroshot_text_features(tokens)
+    assert calls == [1, 1, 1]
+    model.zeroshot_text_features(tokens)
+    assert calls == [1, 1, 1]
     hook.remove()
     assert tokens_key(tokens) != tokens_key(same_tokens)
     model.clear_zeroshot_cache()

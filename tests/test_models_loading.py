@@ -68,6 +68,12 @@ def test_hf_hub_weights_offline(tmp_path):
         load_clip("ViT-B-16", "hf-hub:someone/nothing", cache_dir=str(tmp_path), device="cpu")
 
 
+def test_hf_hub_model_offline(tmp_path):
+    with pytest.raises(WeightsUnavailableError, match="hf-hub:someone/nothing") as info:
+        load_clip("hf-hub:someone/nothing", None, cache_dir=str(tmp_path), device="cpu")
+    assert str(tmp_path) in str(info.value)
+
+
 def test_random_init(tiny_name):
     model, pre_train, pre_val, tokenizer = load_clip(tiny_name, None, device="cpu")
     assert isinstance(model, open_clip.CLIP) and not model.training

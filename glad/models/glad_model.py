@@ -140,12 +140,16 @@ class GladModel(nn.Module):
     def _cache_key(self, tokens: torch.Tensor) -> tuple:
         memo = self._zs_memo.get(id(tokens))
         if memo is not None and memo[0]() is tokens and memo[1] == tokens._version:
-            return memo[2]
-        key = (tokens_key(tokens), str(self.device), str(self.clip.logit_scale.dtype))
-        if len(self._zs_memo) > 4 * _CACHE_SIZE:
-            self._zs_memo = {k: v for k, v in self._zs_memo.items() if v[0]() is not None}
-        self._zs_memo[id(tokens)] = (weakref.ref(tokens), tokens._version, key)
-        return key
+            digest = memo[2]  # the same tensor, unchanged: skip re-hashing it
+        else:
+            digest = tokens_key(tokens)
+            if len(self._zs_memo) > 4 * _CACHE_SIZE:
+                self._zs_memo = {k: v for k, v in self._zs_memo.items() if v[0]() is not None}
+            self._zs_memo[id(tokens)] = (weakref.ref(tokens), tokens._version, digest)
+        device = self.device
+        # features made under autocast are lower precision: keep them apart from float32 ones
+        autocast = torch.get_autocast_dtype(device.type) if torch.is_autocast_enabled(device.type) else None
+        return digest, str(device), str(self.clip.logit_scale.dtype), str(autocast)
 
     @torch.no_grad()
     def zeroshot_text_features(self, tokens: torch.Tensor) -> torch.Tensor:
