@@ -105,8 +105,8 @@ class AlignNet(nn.Module):
         mids = list(self.layers[1:-1])
 
         def chunk(img_part, cls_part, img_dir, img_bias, cls_sq, cls_dir, gram, dots):
-            # Without autograd, work in place to halve the temporaries. With it, stay out of
-            # place: in-place ops inside a (non-reentrant) checkpoint keep memory alive.
+            # Without autograd, work in place to halve the temporaries; with it, out of place,
+            # as backward needs values that in-place ops would overwrite (both factors of q * h).
             inplace = not torch.is_grad_enabled()
             h = img_part[:, None, :] + cls_part[None, :, :]  # [B, c, H1]
             h = h.relu_() if inplace else F.relu(h)
@@ -128,7 +128,8 @@ class AlignNet(nn.Module):
             cs = slice(start, start + step)
             args = (img_part, cls_part[cs], img_dir, img_bias, cls_sq[cs], cls_dir[cs], gram, dots[:, cs])
             if recompute:
-                outs.append(checkpoint(chunk, *args, use_reentrant=False))
+                # nothing random inside: no RNG state to save and restore
+                outs.append(checkpoint(chunk, *args, use_reentrant=False, preserve_rng_state=False))
             else:
                 outs.append(chunk(*args))
         out = outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
