@@ -45,6 +45,12 @@ def generator_hash() -> str:
     return source_hash(GENERATOR_MODULES)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write `data` to `path` through a temporary file in the same folder and a rename."""
     path = Path(path)
@@ -53,6 +59,7 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual mode
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(OSError):
@@ -65,11 +72,12 @@ def atomic_write_json(path: str | os.PathLike, obj) -> None:
 
 
 @contextlib.contextmanager
-def building_dir(final: Path) -> Iterator[Path]:
+def building_dir(final: Path, marker: str) -> Iterator[Path]:
     """Yield a fresh temporary folder beside `final`; on success it becomes `final`.
 
-    If another process finished `final` first, its copy wins and ours is dropped, so
-    readers never see a half-written folder.
+    `marker` is the file whose presence makes a folder complete. If another process
+    finished `final` first, its copy wins and ours is dropped; a `final` without the
+    marker (left by a crash, or by hand) is thrown away. Readers never see half a folder.
     """
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".building", dir=final.parent))
@@ -78,8 +86,12 @@ def building_dir(final: Path) -> Iterator[Path]:
         try:
             os.replace(tmp, final)
         except OSError:
-            if not final.is_dir():  # a stale, unreadable leftover: replace it
-                raise
+            if (final / marker).is_file():
+                return  # another process won the race; its copy is as good as ours
+            trash = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".stale", dir=final.parent))
+            os.replace(final, trash / "old")
+            shutil.rmtree(trash, ignore_errors=True)
+            os.replace(tmp, final)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

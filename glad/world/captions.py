@@ -80,14 +80,29 @@ def _texture_phrase(texture: str, rng: np.random.Generator) -> str:
                            f"on {texture} ground"]))
 
 
+MAX_WORDS = 12  # keeps every caption within glad-tiny's 20-token text context
+
+
 def caption(scene: Scene, rng: np.random.Generator) -> Caption:
-    """One random caption of `scene` (see module docstring)."""
+    """One random caption of `scene` (see module docstring), at most `MAX_WORDS` words."""
+    cap = _caption(scene, rng)
+    # too long for the text context: drop the style phrase, then the background phrase
+    # (and what they claimed), rather than let the tokenizer cut the end off
+    if len(cap.text.split()) > MAX_WORDS and cap.groups:
+        cap = _caption(scene, rng, prefix=False)
+    if len(cap.text.split()) > MAX_WORDS and cap.groups:
+        cap = _caption(scene, rng, prefix=False, background=False)
+    return cap
+
+
+def _caption(scene: Scene, rng: np.random.Generator, prefix: bool = True, background: bool = True) -> Caption:
     style = None
-    prefix = ""
+    use_prefix, prefix = prefix, ""
     if scene.style != "photo" and rng.random() < 0.85:
-        style = scene.style
-        prefix = str(rng.choice(STYLE_PHRASES[scene.style])) + " "
-    elif rng.random() < 0.5:
+        if use_prefix:
+            style = scene.style
+            prefix = str(rng.choice(STYLE_PHRASES[scene.style])) + " "
+    elif rng.random() < 0.5 and use_prefix:
         prefix = str(rng.choice(STYLE_PHRASES["photo"])) + " "  # "a photo of" claims nothing
 
     if not scene.groups:  # a bare texture
@@ -96,7 +111,7 @@ def caption(scene: Scene, rng: np.random.Generator) -> Caption:
                                f"a {t} pattern.", f"a {t} background with nothing on it."]))
         return Caption(text, (), texture=t, style=style)
 
-    texture = scene.texture if (rng.random() < 0.35 and scene.style != "sketch") else None
+    texture = scene.texture if (rng.random() < 0.35 and scene.style != "sketch" and background) else None
     bg = (" " + _texture_phrase(texture, rng)) if texture else ""
 
     if len(scene.groups) == 1:

@@ -161,7 +161,7 @@ def materialize(name: str, cache_dir: str | os.PathLike | None = None) -> Path:
     final = dataset_dir(name, cache_dir)
     if (final / "split.json").is_file():
         return final
-    with building_dir(final) as tmp:
+    with building_dir(final, marker="split.json") as tmp:
         split = {}
         for s in SPLITS:
             (tmp / "images" / s).mkdir(parents=True)

@@ -48,7 +48,7 @@ class PretrainConfig:
 BUDGETS: dict[str, PretrainConfig] = {
     "default": PretrainConfig(),
     # a few seconds: enough to test the machinery, not to learn the world
-    "test": PretrainConfig(steps=12, batch_size=48, pool=512, warmup=2, lr=3e-3),
+    "test": PretrainConfig(steps=6, batch_size=32, pool=128, warmup=2, lr=3e-3, threads=1),
 }
 
 
