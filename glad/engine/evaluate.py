@@ -13,7 +13,8 @@ from glad.models import merge_lora, unmerge_lora
 
 
 @contextlib.contextmanager
-def _merged(model):
+def merged_adapters(model):
+    """Run the block with `model`'s LoRA folded into the weights (a no-op without LoRA)."""
     if model.lora_config is None:
         yield
         return
@@ -37,6 +38,16 @@ def class_text_features(model, classnames, template, runtime: Runtime, chunk: in
 
 
 @torch.no_grad()
+def predict(model, images, text_features, runtime: Runtime) -> torch.Tensor:
+    """Predicted class index of each image against `text_features` (no host sync)."""
+    images = images.to(runtime.device, non_blocking=True)
+    with runtime.autocast():
+        feats = model.encode_image(images)
+        logits = model.logits(feats.float(), text_features)
+    return logits.argmax(dim=1)
+
+
+@torch.no_grad()
 def evaluate(model, items, classnames, template, transform, runtime: Runtime,
              batch_size: int = 128, workers: int = 4) -> dict:
     """{'accuracy': top-1 in percent, 'num_samples': n}."""
@@ -46,13 +57,9 @@ def evaluate(model, items, classnames, template, transform, runtime: Runtime,
     loader = DataLoader(ImageDataset(items, transform), batch_size=batch_size, shuffle=False,
                         num_workers=workers, pin_memory=runtime.device.type == "cuda")
     correct = torch.zeros((), dtype=torch.long, device=runtime.device)
-    with _merged(model):
+    with merged_adapters(model):
         text = class_text_features(model, classnames, template, runtime)
         for images, labels in loader:
-            images = images.to(runtime.device, non_blocking=True)
             labels = labels.to(runtime.device, non_blocking=True)
-            with runtime.autocast():
-                feats = model.encode_image(images)
-                logits = model.logits(feats.float(), text)
-            correct += (logits.argmax(dim=1) == labels).sum()
+            correct += (predict(model, images, text, runtime) == labels).sum()
     return {"accuracy": 100.0 * correct.item() / len(items), "num_samples": len(items)}

@@ -39,6 +39,38 @@ def cosine_factor(total_iters: int, warmup_iters: int = 0):
     return factor
 
 
+def make_optimizer(params, method: Method, cfg: TrainConfig, net) -> GradReg:
+    """GradReg in `method`'s mode around AdamW over `params`; `net` is the module the step runs."""
+    base = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.wd)
+    return GradReg(params, base, rho=cfg.rho, alpha=cfg.gradreg_alpha, delta=cfg.delta,
+                   mode=method.gradreg_mode, model=net, max_grad_norm=cfg.grad_clip)
+
+
+def train_step(model, net, optimizer: GradReg, images, labels, tokens, kl_weight: float,
+               runtime: Runtime) -> torch.Tensor:
+    """One optimisation step on one batch; returns the loss at theta (a device tensor, no sync).
+
+    `model` is the GladModel, `net` what runs the passes (the model or its DDP wrapper),
+    `tokens` the class prompts, tokenised once per training run. The teacher pass runs here,
+    once, and both passes of the closure share it.
+    """
+    teacher = None
+    if kl_weight > 0:
+        with runtime.autocast():
+            teacher = model.zeroshot_logits(images, tokens).float()
+    base = optimizer.base_optimizer
+
+    def closure():
+        base.zero_grad(set_to_none=False)
+        with runtime.autocast():
+            logits = net(images, tokens)
+        loss, _ = glad_loss(logits.float(), labels, teacher, kl_weight)
+        loss.backward()
+        return loss
+
+    return optimizer.step(closure)
+
+
 def make_train_loader(items, transform, cfg: TrainConfig, seed: int, runtime: Runtime):
     sampler = GlobalBatchSampler(len(items), cfg.batch_size, seed, runtime.rank, runtime.world_size)
     loader = DataLoader(SeededItems(ImageDataset(items, transform), seed), batch_sampler=sampler,
@@ -59,13 +91,12 @@ def train(model, method: Method, cfg: TrainConfig, items, classnames, template, 
 
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
     params = [p for _, p in named]
-    base = torch.optim.AdamW(params, lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.wd)
     net = model
     if runtime.world_size > 1:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = GradReg(params, base, rho=cfg.rho, alpha=cfg.gradreg_alpha, delta=cfg.delta,
-                        mode=method.gradreg_mode, model=net, max_grad_norm=cfg.grad_clip)
+    optimizer = make_optimizer(params, method, cfg, net)
+    base = optimizer.base_optimizer
     scheduler = torch.optim.lr_scheduler.LambdaLR(base, cosine_factor(total_iters, cfg.warmup_iters))
     kl_weight = cfg.kl_weight if method.kl else 0.0
 
@@ -101,20 +132,7 @@ def train(model, method: Method, cfg: TrainConfig, items, classnames, template, 
         for images, labels in loader:
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
-            teacher = None
-            if kl_weight > 0:
-                with runtime.autocast():
-                    teacher = model.zeroshot_logits(images, tokens).float()
-
-            def closure():
-                base.zero_grad(set_to_none=False)
-                with runtime.autocast():
-                    logits = net(images, tokens)
-                loss, _ = glad_loss(logits.float(), labels, teacher, kl_weight)
-                loss.backward()
-                return loss
-
-            loss = optimizer.step(closure)
+            loss = train_step(model, net, optimizer, images, labels, tokens, kl_weight, runtime)
             scheduler.step()
             step += 1
             batch += 1
