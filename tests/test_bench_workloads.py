@@ -1,0 +1,209 @@
+"""`glad bench train` / `glad bench eval`: report structure on a tiny model (no timing asserted)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+from engine_fixtures import TINY_MODEL, register_tiny_model
+from glad_cli.main import cli
+
+from glad.engine.bench import (
+    EVAL_VARIANTS,
+    SPLIT_PARTS,
+    TRAIN_METHODS,
+    Clock,
+    PartTimers,
+    TrainBenchConfig,
+    _patched,
+    format_train_table,
+    state_bytes,
+    transient_peak_bytes,
+)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return register_tiny_model(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(autouse=True)
+def _keep_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _invoke(*args):
+    result = CliRunner().invoke(cli, ["bench", *args], catch_exceptions=False)
+    return result
+
+
+def _json(output: str) -> dict:
+    return json.loads(output[output.index("{"):])  # progress lines go to stderr, the report to stdout
+
+
+@pytest.fixture(scope="module")
+def train_report(tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "train.json"
+    res = CliRunner().invoke(cli, ["bench", "train", "--model", TINY_MODEL, "--batch-size", "4",
+                                   "--num-classes", "3", "--rounds", "3", "--warmup", "1",
+                                   "--split-rounds", "1", "--device", "cpu", "--threads", "1", "--json", "--quiet",
+                                   "--output", str(out)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    printed = _json(res.output)
+    assert json.loads(out.read_text()) == printed  # --output holds what --json printed
+    return printed
+
+
+def test_train_report_has_every_method_with_ratios_from_the_medians(train_report):
+    methods = train_report["methods"]
+    assert list(methods) == list(TRAIN_METHODS)
+    lora = methods["lora"]["median_ms"]
+    for name, entry in methods.items():
+        assert len(entry["times_ms"]) == 3 and len(entry["wall_times_ms"]) == 3
+        assert entry["median_ms"] == pytest.approx(sorted(entry["times_ms"])[1], abs=1e-3)
+        assert entry["ratio_to_lora"] == pytest.approx(entry["median_ms"] / lora)
+        assert entry["passes"] == (2 if name in ("lora-sam", "lora-gradreg", "glad") else 1)
+        assert entry["teacher"] == (name != "lora")
+        assert entry["skipped_steps"] == 0
+        assert entry["state_mb"] > 0 and entry["peak_mem_mb"] >= entry["state_mb"]
+        assert set(entry["split_ms"]) == set(SPLIT_PARTS)
+        assert all(v >= 0 for v in entry["split_ms"].values())
+        assert set(entry["split_grouped_ms"]) == {"passes", "teacher", "text_encoding", "ops", "optimizer",
+                                                  "other"}
+    assert methods["lora"]["ratio_to_lora"] == 1.0
+
+
+def test_train_split_puts_the_work_where_the_method_does_it(train_report):
+    split = {n: e["split_ms"] for n, e in train_report["methods"].items()}
+    assert split["lora"]["teacher"] == 0 and split["lora"]["gradreg_ops"] == 0  # no KL, one pass
+    assert split["lora-alignnet"]["gradreg_ops"] == 0
+    for name in ("lora-alignnet", "lora-gradreg", "glad"):
+        assert split[name]["teacher"] > 0
+    for name in ("lora-sam", "lora-gradreg", "glad"):
+        assert split[name]["gradreg_ops"] > 0
+    for entry in split.values():
+        assert entry["text_forward"] > 0 and entry["backward"] > 0 and entry["optimizer"] > 0
+
+
+def test_train_targets_and_record(train_report):
+    targets = {t["ratio"]: t for t in train_report["targets"]}
+    assert set(targets) == {"glad/lora-alignnet", "lora-gradreg/lora"}
+    m = train_report["methods"]
+    t = targets["lora-gradreg/lora"]
+    assert t["value"] == pytest.approx(m["lora-gradreg"]["median_ms"] / m["lora"]["median_ms"])
+    assert t["met"] == (t["value"] <= t["bound"])
+    # lora has no teacher pass, lora-gradreg has one: the ratio without it is shown too
+    assert t["value_without_teacher"] < t["value"]
+    assert "value_without_teacher" not in targets["glad/lora-alignnet"]
+    assert train_report["config"]["model"] == TINY_MODEL and train_report["clock"] == "cpu"
+    assert train_report["machine"]["cpu_count"] >= 1 and "torch" in train_report["machine"]
+    assert len(train_report["load"]["rounds"]) == 1 + 3 + 0  # warmup (memory) + timed rounds
+
+
+def test_train_table_lists_every_method(train_report):
+    table = format_train_table(train_report)
+    for name in TRAIN_METHODS:
+        assert f"\n{name} " in table
+    assert "glad/lora-alignnet" in table and "lora-gradreg/lora" in table
+
+
+def test_train_subset_of_methods_without_memory_or_split(tiny):
+    res = _invoke("train", "--model", TINY_MODEL, "--batch-size", "2", "--num-classes", "2", "--rounds", "1",
+                  "--warmup", "0", "--split-rounds", "0", "--no-memory", "--method", "lora-alignnet",
+                  "--method", "glad", "--device", "cpu", "--quiet")
+    assert res.exit_code == 0, res.output
+    assert "lora-alignnet" in res.output and "glad/lora-alignnet" in res.output
+    assert "lora-gradreg/lora" not in res.output  # only the targets whose methods ran
+
+
+def test_eval_report(tiny):
+    res = _invoke("eval", "--model", TINY_MODEL, "--batch-size", "4", "--num-classes", "50", "--rounds", "3",
+                  "--warmup", "1", "--text-classes", "2", "--device", "cpu", "--threads", "1", "--json", "--quiet")
+    assert res.exit_code == 0, res.output
+    report = _json(res.output)
+    variants = report["variants"]
+    assert list(variants) == list(EVAL_VARIANTS)
+    for entry in variants.values():
+        assert len(entry["times_ms"]) == 3
+        assert entry["images_per_s"] == pytest.approx(4 / (entry["median_batch_ms"] / 1e3))
+        assert entry["text_ms_per_class"] > 0
+    targets = {t["ratio"]: t for t in report["targets"]}
+    t = targets["lora-merged/clip"]
+    assert t["value"] == pytest.approx(variants["lora-merged"]["images_per_s"] / variants["clip"]["images_per_s"])
+    assert "lora-merged+alignnet/clip+alignnet" in targets
+
+
+@pytest.mark.parametrize("args, message", [
+    (["train", "--model", "no-such-model"], "unknown model"),
+    (["train", "--method", "zeroshot"], "is not one of"),
+    (["eval", "--device", "cpu", "--clock", "wall", "--batch-size", "0"], "batch-size"),
+])
+def test_bad_input_is_a_clear_error(tiny, args, message):
+    res = CliRunner().invoke(cli, ["bench", *args, "--device", "cpu", "--quiet"])
+    assert res.exit_code != 0
+    assert message in res.output.lower()
+
+
+def test_bad_config_names_the_value():
+    with pytest.raises(ValueError, match="zeroshot"):
+        TrainBenchConfig(methods=("zeroshot",)).validate()
+    with pytest.raises(ValueError, match="clock"):
+        TrainBenchConfig(clock="sundial").validate()
+
+
+class _FakeClock(Clock):
+    """A clock that advances only when told: exact accounting without timing."""
+
+    def __init__(self):
+        super().__init__(torch.device("cpu"), "cpu")
+        self.t = 0.0
+        self.now = lambda: self.t
+
+
+def test_part_timers_are_exclusive_and_absorbing():
+    clock = _FakeClock()
+    timers = PartTimers(clock)
+
+    def leaf():
+        clock.t += 1.0
+
+    inner = timers.wrap("inner", leaf)
+
+    def outer():
+        clock.t += 2.0
+        inner()
+
+    def teacher():
+        clock.t += 4.0
+        inner()  # inside an absorbing part: counted as the teacher's
+
+    timers.wrap("outer", outer)()
+    timers.wrap("teacher", teacher, absorb=True)()
+    assert dict(timers.totals) == {"inner": 1.0, "outer": 2.0, "teacher": 5.0}
+
+
+def test_patched_restores_instance_and_class_attributes():
+    class Thing:
+        def f(self):
+            return "class"
+
+    thing = Thing()
+    with _patched([(thing, "f", lambda: "instance"), (Thing, "g", 1)]):
+        assert thing.f() == "instance" and Thing.g == 1
+    assert thing.f() == "class" and not hasattr(Thing, "g") and "f" not in vars(thing)
+    with pytest.raises(RuntimeError), _patched([(Thing, "f", lambda self: "patched")]):
+        raise RuntimeError
+    assert thing.f() == "class"
+
+
+def test_memory_helpers_count_what_they_should():
+    lin = torch.nn.Linear(100, 10)  # 1010 float32 values
+    assert state_bytes(lin) == 1010 * 4
+    lin(torch.randn(3, 100)).sum().backward()
+    assert state_bytes(lin) == 2 * 1010 * 4  # + gradients
+    peak = transient_peak_bytes(lambda: torch.ones(1 << 20).add_(1), torch.device("cpu"))
+    assert peak is None or peak >= 4 << 20  # the 4 MiB temporary, if this torch's profiler reports it
