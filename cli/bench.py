@@ -22,6 +22,8 @@ def bench():
 def ops_cmd(sizes, dtype, device, backends, repeat, warmup, threads, as_json, output):
     """glad.ops backends vs reference, a naive per-tensor loop and a same-device copy."""
     import json
+    import shlex
+    import sys
 
     import torch
 
@@ -36,6 +38,7 @@ def ops_cmd(sizes, dtype, device, backends, repeat, warmup, threads, as_json, ou
             repeat=repeat,
             warmup=warmup,
             threads=threads,
+            command=shlex.join(["glad", *sys.argv[1:]]),
         )
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc

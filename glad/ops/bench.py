@@ -207,8 +207,11 @@ def default_backends(device):
 
 
 def run_ops_bench(sizes=("adapter", "16M", "64M"), dtype=torch.float32, device=None, backends=None,
-                  repeat=3, warmup=1, threads=None):
-    """Times every op for every size; returns a JSON-ready dict (`machine`, `config`, `results`)."""
+                  repeat=3, warmup=1, threads=None, command=None):
+    """Times every op for every size; returns a JSON-ready dict (`machine`, `config`, `results`).
+
+    `command` (the command line that ran it) is recorded in the report when given.
+    """
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if threads:
         torch.set_num_threads(threads)
@@ -226,7 +229,10 @@ def run_ops_bench(sizes=("adapter", "16M", "64M"), dtype=torch.float32, device=N
     config = {"sizes": list(sizes), "dtype": str(dtype).replace("torch.", ""), "backends": backends,
               "repeat": repeat, "warmup": warmup, "bytes_per_value": BYTES_PER_VALUE,
               "time": "best of `repeat` interleaved rounds (median also given)"}
-    return {"machine": info, "config": config, "results": results}
+    report = {"machine": info, "config": config, "results": results}
+    if command:
+        report = {"command": command, **report}
+    return report
 
 
 def format_table(report):
