@@ -62,6 +62,30 @@ def _check_no_overlap(written, written_name, read, read_name, index):
             prev = cur
 
 
+def _explain(i, a, b, first_name, second_name, device):
+    """Raises the error that describes what is wrong with pair i."""
+    if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
+        bad = first_name if not isinstance(a, torch.Tensor) else second_name
+        raise TypeError(f"{bad}[{i}] is a {type(a if bad == first_name else b).__name__}; expected a Tensor or None.")
+    if a.shape != b.shape:
+        raise ValueError(
+            f"{first_name}[{i}] has shape {tuple(a.shape)} but {second_name}[{i}] has shape "
+            f"{tuple(b.shape)}; each pair must have the same shape."
+        )
+    if a.dtype != b.dtype:
+        raise TypeError(
+            f"{first_name}[{i}] is {a.dtype} but {second_name}[{i}] is {b.dtype}; each pair must "
+            f"have one dtype (cast one of them with .to({a.dtype}))."
+        )
+    if a.dtype not in SUPPORTED_DTYPES:
+        raise TypeError(f"{first_name}[{i}] is {a.dtype}; supported dtypes are float32, float16 and bfloat16.")
+    other = a.device if a.device != device else b.device
+    raise ValueError(
+        f"pair {i} is on {other} but earlier tensors are on {device}; all tensors of one call "
+        f"must be on one device (call the op once per device)."
+    )
+
+
 def check_pairs(first, second, first_name, second_name, *, check_alias=True):
     """Validates two parallel lists and drops the pairs holding a None.
 
@@ -78,34 +102,19 @@ def check_pairs(first, second, first_name, second_name, *, check_alias=True):
         )
     a_list, b_list, kept = [], [], []
     device = None
+    tensor, supported = torch.Tensor, SUPPORTED_DTYPES
     for i, (a, b) in enumerate(zip(first, second, strict=True)):
         if a is None or b is None:
             continue
-        if not isinstance(a, torch.Tensor) or not isinstance(b, torch.Tensor):
-            bad = first_name if not isinstance(a, torch.Tensor) else second_name
-            raise TypeError(f"{bad}[{i}] is a {type(a if bad == first_name else b).__name__}; expected a Tensor or None.")
-        if a.shape != b.shape:
-            raise ValueError(
-                f"{first_name}[{i}] has shape {tuple(a.shape)} but {second_name}[{i}] has shape "
-                f"{tuple(b.shape)}; each pair must have the same shape."
-            )
-        if a.dtype != b.dtype:
-            raise TypeError(
-                f"{first_name}[{i}] is {a.dtype} but {second_name}[{i}] is {b.dtype}; each pair must "
-                f"have one dtype (cast one of them with .to({a.dtype}))."
-            )
-        if a.dtype not in SUPPORTED_DTYPES:
-            raise TypeError(
-                f"{first_name}[{i}] is {a.dtype}; supported dtypes are float32, float16 and bfloat16."
-            )
+        # One cheap test per pair; the slow path below only runs to word the error.
+        if not (type(a) is tensor or isinstance(a, tensor)) or not (type(b) is tensor or isinstance(b, tensor)):
+            _explain(i, a, b, first_name, second_name, device)
+        dtype = a.dtype
         if device is None:
             device = a.device
-        if a.device != device or b.device != device:
-            other = a.device if a.device != device else b.device
-            raise ValueError(
-                f"pair {i} is on {other} but earlier tensors are on {device}; all tensors of one call "
-                f"must be on one device (call the op once per device)."
-            )
+        if a.shape != b.shape or dtype is not b.dtype or dtype not in supported or a.device != device \
+                or b.device != device:
+            _explain(i, a, b, first_name, second_name, device)
         a_list.append(a)
         b_list.append(b)
         kept.append(i)
