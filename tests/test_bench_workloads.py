@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import statistics
 
 import pytest
 import torch
@@ -96,6 +97,8 @@ def test_train_targets_and_record(train_report):
     t = targets["lora-gradreg/lora"]
     assert t["value"] == pytest.approx(m["lora-gradreg"]["median_ms"] / m["lora"]["median_ms"])
     assert t["met"] == (t["value"] <= t["bound"])
+    per_round = [a / b for a, b in zip(m["lora-gradreg"]["times_ms"], m["lora"]["times_ms"], strict=True)]
+    assert t["paired_value"] == pytest.approx(statistics.median(per_round))
     # lora has no teacher pass, lora-gradreg has one: the ratio without it is shown too
     assert t["value_without_teacher"] < t["value"]
     assert "value_without_teacher" not in targets["glad/lora-alignnet"]
