@@ -25,7 +25,7 @@ def test_materialize_writes_coop_split_and_matching_pngs(cache):
         assert len(split[s]) == ds.split_size(s)
         labels = sorted({label for _, label, _ in split[s]})
         assert labels == list(range(len(ds.classnames)))  # contiguous, 0-based, every class present
-        for rel, label, name in split[s]:
+        for _rel, label, name in split[s]:
             assert name == ds.classnames[label]
     # the files hold exactly the generator's pixels (PNG is lossless)
     for i in (0, 7, len(split["test"]) - 1):

@@ -118,6 +118,17 @@ def _pretrain(model, tokenizer, cfg: PretrainConfig, progress: bool) -> dict:
                              {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr, betas=(0.9, 0.98))
     opt_emb = torch.optim.SparseAdam([emb.weight], lr=cfg.lr, betas=(0.9, 0.98))
     pictures = _Pictures(cfg)
+    orders: dict[int, list[int]] = {}
+
+    def order(sample: int) -> int:
+        """The picture of the `sample`-th draw: each pass over the pool in a new order."""
+        epoch, pos = divmod(sample, cfg.pool)
+        if epoch not in orders:
+            orders.clear()
+            g = torch.Generator().manual_seed(cfg.seed * 1000003 + epoch)
+            orders[epoch] = torch.randperm(cfg.pool, generator=g).tolist()
+        return orders[epoch][pos]
+
     token_cache: dict[str, torch.Tensor] = {}
     gen = torch.Generator().manual_seed(cfg.seed)
     losses = []
@@ -133,7 +144,7 @@ def _pretrain(model, tokenizer, cfg: PretrainConfig, progress: bool) -> dict:
             for group in opt.param_groups + opt_emb.param_groups:
                 group["lr"] = lr
             first = step * cfg.batch_size
-            indices = [(first + b) % cfg.pool for b in range(cfg.batch_size)]
+            indices = [order(first + b) for b in range(cfg.batch_size)]
             scenes = [pictures.get(i) for i in indices]
             caps = [caption(s, rng_for(cfg.seed, "pretrain-caption", first + b)) for b, s in enumerate(scenes)]
             missing = [c.text for c in caps if c.text not in token_cache]

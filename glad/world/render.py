@@ -19,8 +19,10 @@ from glad.world.vocab import COLOURS
 SUPERSAMPLE = 4
 
 # Radius of one object, as a fraction of the image side, per size word and crowding.
-_RADIUS = {("small", 1): (0.13, 0.18), ("large", 1): (0.26, 0.33),
-           ("small", 2): (0.10, 0.13), ("large", 2): (0.16, 0.20)}
+# Objects are large on purpose: a shape must span several 4-pixel patches to be seen.
+_RADIUS = {("small", 1): (0.18, 0.23), ("large", 1): (0.28, 0.36),
+           ("small", 2): (0.13, 0.16), ("large", 2): (0.19, 0.23),
+           ("small", 3): (0.11, 0.14), ("large", 3): (0.15, 0.19)}
 
 
 def _hsv(h: float, s: float, v: float) -> np.ndarray:
@@ -159,7 +161,7 @@ def render(scene: Scene, rng: np.random.Generator, size: int = 32) -> np.ndarray
     draw = ImageDraw.Draw(img)
 
     n_objects = sum(g.count for g in scene.groups)
-    crowd = 1 if n_objects == 1 else 2
+    crowd = min(n_objects, 3)
     radii, specs = [], []
     for g in scene.groups:
         lo, hi = _RADIUS[(g.size, crowd)]

@@ -32,13 +32,14 @@ from glad.world.pretrain import BUDGETS, PretrainConfig, pretrain
 MODEL_NAME = "glad-tiny"
 PRETRAINED_TAG = "glad-world"
 
-# 32 px pictures in 4x4 patches of 8 px; both towers 128 wide; the text side keeps
-# open_clip's BPE vocabulary (49408 tokens) so its tokenizer works unchanged.
+# 32 px pictures in 8x8 patches of 4 px (a shape has to span several patches to be
+# seen); three 96-wide blocks a tower, two on the text side (its words are few); the
+# text side keeps open_clip's BPE vocabulary (49408 tokens) so its tokenizer works as is.
 MODEL_CONFIG: dict = {
-    "embed_dim": 128,
-    "vision_cfg": {"image_size": 32, "patch_size": 8, "width": 128, "layers": 4, "head_width": 32,
+    "embed_dim": 96,
+    "vision_cfg": {"image_size": 32, "patch_size": 4, "width": 96, "layers": 3, "head_width": 32,
                    "mlp_ratio": 2.0},
-    "text_cfg": {"context_length": 20, "vocab_size": 49408, "width": 128, "heads": 4, "layers": 3,
+    "text_cfg": {"context_length": 20, "vocab_size": 49408, "width": 96, "heads": 3, "layers": 2,
                  "mlp_ratio": 2.0},
 }
 _NONE = {"", "none", "null", "random"}
