@@ -203,7 +203,7 @@ def test_patched_restores_instance_and_class_attributes():
     assert thing.f() == "class"
 
 
-def test_memory_helpers_count_what_they_should():
+def test_memory_measures_count_what_they_should():
     lin = torch.nn.Linear(100, 10)  # 1010 float32 values
     assert state_bytes(lin) == 1010 * 4
     lin(torch.randn(3, 100)).sum().backward()
