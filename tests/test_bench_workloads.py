@@ -103,6 +103,7 @@ def test_train_targets_and_record(train_report):
     assert t["value_without_teacher"] < t["value"]
     assert "value_without_teacher" not in targets["glad/lora-alignnet"]
     assert train_report["config"]["model"] == TINY_MODEL and train_report["clock"] == "cpu"
+    assert train_report["model_config"]["vision_cfg"]["image_size"] == train_report["image_size"]
     assert train_report["machine"]["cpu_count"] >= 1 and "torch" in train_report["machine"]
     assert len(train_report["load"]["rounds"]) == 1 + 3 + 0  # warmup (memory) + timed rounds
 

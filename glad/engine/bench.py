@@ -333,6 +333,13 @@ def _lora_config():
                       targets=tuple(cfg.lora_targets), encoders=tuple(cfg.lora_encoders), rslora=cfg.rslora)
 
 
+def _model_config(name: str) -> dict | None:
+    """The architecture a result was measured on (a model name's config can change)."""
+    import open_clip
+
+    return open_clip.get_model_config(name)
+
+
 def _batch(batch_size: int, num_classes: int, image_size: int, seed: int, device):
     g = torch.Generator().manual_seed(seed)
     images = torch.randn(batch_size, 3, image_size, image_size, generator=g)
@@ -433,7 +440,8 @@ def run_train_bench(cfg: TrainBenchConfig, progress=None) -> dict:
         results[name] = entry
     _add_train_ratios(results)
     report = {"bench": "train", "config": asdict(cfg) | {"methods": names}, "clock": clock.kind,
-              "image_size": image_size, "prompt_template": TEMPLATE, "machine": machine_info(device),
+              "image_size": image_size, "model_config": _model_config(cfg.model), "prompt_template": TEMPLATE,
+              "machine": machine_info(device),
               "load": {"before": load_before, "rounds": loads, "after": load_average()},
               "methods": results, "targets": _train_targets(results)}
     return report
@@ -605,7 +613,7 @@ def run_eval_bench(cfg: EvalBenchConfig, progress=None) -> dict:
             targets.append({"ratio": f"{tuned}/{plain}", "value": ratio, "bound": bound, "met": ratio >= bound,
                             "paired_value": _paired(results[plain]["times_ms"], results[tuned]["times_ms"])})
     return {"bench": "eval", "config": asdict(cfg) | {"variants": names}, "clock": clock.kind,
-            "image_size": image_size, "machine": machine_info(device),
+            "image_size": image_size, "model_config": _model_config(cfg.model), "machine": machine_info(device),
             "load": {"before": load_before, "rounds": loads, "after": load_average()},
             "variants": results, "targets": targets}
 
