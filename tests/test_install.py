@@ -6,6 +6,8 @@ import shutil
 import subprocess
 import sys
 
+import pytest
+
 import glad
 from glad.ops import backend_info
 
@@ -48,3 +50,28 @@ def test_cuda_state_is_explained():
     cuda = backend_info()["cuda"]
     if not cuda["available"]:
         assert "CUDA" in cuda["reason"] or "glad._C" in cuda["reason"]
+
+
+@pytest.mark.slow
+def test_pure_python_install_runs_on_the_reference_backend(tmp_path):
+    """GLAD_BUILD_EXT=0: no glad._C, yet the package imports and its ops run."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    target = tmp_path / "site"
+    env = {**os.environ, "GLAD_BUILD_EXT": "0"}
+    proc = subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                           "--target", str(target), root], capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert not list(target.glob("glad/_C*")), "GLAD_BUILD_EXT=0 must build no extension"
+    code = (
+        # This environment may hold an editable install of glad: drop its import hook.
+        "import sys; sys.meta_path = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]\n"
+        "import torch, glad, glad.ops as ops\n"
+        "assert glad.__file__.startswith(%r), glad.__file__\n"
+        "info = ops.backend_info()\n"
+        "assert info['reference']['available'] and not info['cpu']['available'], info\n"
+        "g = [torch.randn(5), torch.randn(3, 4)]; r = [torch.randn(5), torch.randn(3, 4)]\n"
+        "ops.project_interpolate_(g, r, 0.5)\n"
+        "print('ok', info['cpu']['reason'])\n" % str(target))
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
+                         env={**os.environ, "PYTHONPATH": str(target)}, timeout=300)
+    assert run.returncode == 0 and run.stdout.startswith("ok"), run.stderr[-2000:]
