@@ -56,10 +56,10 @@ def test_fresh_model_equals_zero_shot_exactly():
     loss, parts = glad_loss(logits, labels, teacher)
     assert parts["kl"].item() == 0.0
     assert torch.equal(loss, parts["ce"])
-    # ...and zero-shot is plain CLIP: exp(logit_scale) * <f, t>
+    # ...and zero-shot is plain CLIP at the full context: exp(logit_scale) * <f, t>
     with torch.no_grad():
         f = model.clip.encode_image(images, normalize=True)
-        t = model.clip.encode_text(tokens, normalize=True)
+        t = model.clip.encode_text(model.tokenizer([f"a photo of a {c}" for c in CLASSES]), normalize=True)
     torch.testing.assert_close(teacher, model.clip.logit_scale.exp() * f @ t.t(), rtol=1e-5, atol=1e-5)
 
 

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from glad.models.alignnet import DEFAULT_CHUNK_BUDGET_BYTES, AlignNet, cosine_logits
 from glad.models.inject import (
@@ -22,6 +23,12 @@ from glad.models.inject import (
     unmerge_lora,
 )
 from glad.models.lora import LoraConfig
+from glad.models.short_text import (
+    encode_text_short,
+    short_text_unsupported,
+    tokenizer_pad_id,
+    trimmed_length,
+)
 
 _CACHE_SIZE = 8  # class sets kept (e.g. base, novel, and a few cross-dataset targets)
 
@@ -61,12 +68,15 @@ class GladModel(nn.Module):
             in adapter files so an adapter is only loaded on the model it was trained on.
         alignnet_hidden: AlignNet hidden widths.
         chunk_budget_bytes: memory bound for AlignNet's per-(image, class) intermediates.
+        trim_text: let ``tokenize`` cut the padding after the longest prompt, so text encoding
+            costs the prompts' length rather than the full context (exact for CLIPs whose text
+            attention is causal and pooled at the end token; other models are never cut).
     """
 
     def __init__(self, clip_model: nn.Module, tokenizer, lora: LoraConfig | None = None,
                  use_alignnet: bool = True, model_name: str = "", pretrained: str | None = None, *,
                  alignnet_hidden: Sequence[int] = (256, 128),
-                 chunk_budget_bytes: int = DEFAULT_CHUNK_BUDGET_BYTES):
+                 chunk_budget_bytes: int = DEFAULT_CHUNK_BUDGET_BYTES, trim_text: bool = True):
         super().__init__()
         self.clip = clip_model
         self.tokenizer = tokenizer
@@ -88,6 +98,10 @@ class GladModel(nn.Module):
         self.model_name = model_name
         self.pretrained = pretrained
         self.chunk_budget_bytes = int(chunk_budget_bytes)
+        # decided once here (reading the mask once), so encode_text never syncs
+        self._short_text_reason = short_text_unsupported(clip_model)
+        self._pad_id = tokenizer_pad_id(tokenizer)
+        self.trims_text = bool(trim_text) and self._short_text_reason is None and self._pad_id is not None
         self._zs_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._zs_memo: dict[int, tuple] = {}  # id(tokens) -> (weakref, version, key): skips re-hashing
 
@@ -97,10 +111,22 @@ class GladModel(nn.Module):
         return self.clip.logit_scale.device
 
     def tokenize(self, prompts: Sequence[str]) -> torch.Tensor:
-        """Token ids ``[len(prompts), context_length]`` (on the CPU)."""
+        """Token ids ``[len(prompts), L]`` (on the CPU).
+
+        L is the context length, or, when ``trims_text``, the columns through the longest
+        prompt's end token (every non-pad token is kept); ``encode_text`` gives the same
+        features either way.
+        """
         if isinstance(prompts, str):
             prompts = [prompts]
-        return self.tokenizer(list(prompts))
+        tokens = self.tokenizer(list(prompts))
+        if (self.trims_text and isinstance(tokens, torch.Tensor) and tokens.device.type == "cpu"
+                and tokens.dim() == 2 and tokens.shape[1] == self.clip.context_length):
+            length = trimmed_length(tokens, self._pad_id, self.clip.text_pool_type,
+                                    getattr(self.clip, "text_eos_id", None))
+            if length < tokens.shape[1]:
+                tokens = tokens[:, :length].contiguous()
+        return tokens
 
     def encode_image(self, images: torch.Tensor) -> torch.Tensor:
         """L2-normalised image features ``[B, D]`` (through the adapters, if on)."""
@@ -110,8 +136,19 @@ class GladModel(nn.Module):
         return self.clip.encode_image(images, normalize=True)
 
     def encode_text(self, tokens: torch.Tensor) -> torch.Tensor:
-        """L2-normalised text features ``[C, D]``; gradients reach the text LoRA when enabled."""
-        return self.clip.encode_text(tokens.to(self.device), normalize=True)
+        """L2-normalised text features ``[C, D]``; gradients reach the text LoRA when enabled.
+
+        ``tokens`` may be shorter than the context (as ``tokenize`` trims them): they are read
+        as right-padded with the pad token. A causal CLIP runs only the given positions.
+        """
+        tokens = tokens.to(self.device)
+        context = getattr(self.clip, "context_length", None)
+        if isinstance(context, int) and tokens.dim() == 2 and 0 < tokens.shape[1] < context:
+            if self._short_text_reason is None:
+                return encode_text_short(self.clip, tokens, normalize=True)
+            if self._pad_id is not None:  # this model needs the full context back
+                tokens = F.pad(tokens, (0, context - tokens.shape[1]), value=self._pad_id)
+        return self.clip.encode_text(tokens, normalize=True)
 
     # ------------------------------------------------------------------- logits
     def logits(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
