@@ -24,8 +24,9 @@ _POOLS = ("argmax", "eos")  # poolings that read a token position inside the pro
 
 def _hides_future(mask) -> bool:
     """Whether an attention mask hides every position after the query (causal)."""
-    if not isinstance(mask, torch.Tensor) or mask.dim() != 2 or mask.shape[0] != mask.shape[1]:
-        return False
+    if (not isinstance(mask, torch.Tensor) or mask.is_meta or mask.dim() != 2
+            or mask.shape[0] != mask.shape[1]):
+        return False  # (a meta tensor has no values to check: keep the full context)
     mask = mask.detach()
     hidden = mask if mask.dtype == torch.bool else torch.isneginf(mask)
     above = torch.ones(mask.shape, dtype=torch.bool, device=mask.device).triu(1)
