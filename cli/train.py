@@ -193,7 +193,7 @@ def report(folder, plot):
     records = _run_guarded(lambda: read_records(os.path.join(folder, "results.jsonl")))
     if not records:
         _fail(f"{folder}/results.jsonl holds no results; run `glad train --output {folder}` first")
-    for table in write_tables(records, folder):
+    for table in write_tables(records, folder).values():
         click.echo(table.markdown())
     if plot:
         from glad.engine.plot import plot_base_novel

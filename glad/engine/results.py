@@ -149,11 +149,14 @@ def build_tables(records: list[dict]) -> list[Table]:
     return tables
 
 
-def write_tables(records: list[dict], folder: str, stem: str = "results") -> list[Table]:
-    """Write `<stem>.md` (all tables) and one `<stem>-<protocol>.csv` per table; returns the tables."""
-    tables = build_tables(records)
-    atomic_write_text(os.path.join(folder, f"{stem}.md"), "\n".join(t.markdown() for t in tables))
-    protocols = _ordered(r["protocol"] for r in records)
-    for protocol, table in zip(protocols, tables):
-        atomic_write_text(os.path.join(folder, f"{stem}-{protocol}.csv"), table.csv())
+def write_tables(records: list[dict], folder: str) -> dict[str, Table]:
+    """Write `results.md` (every table) and `results-<protocol>.md` / `.csv` per protocol.
+
+    Returns the tables by protocol.
+    """
+    tables = dict(zip(_ordered(r["protocol"] for r in records), build_tables(records)))
+    atomic_write_text(os.path.join(folder, "results.md"), "\n".join(t.markdown() for t in tables.values()))
+    for protocol, table in tables.items():
+        atomic_write_text(os.path.join(folder, f"results-{protocol}.md"), table.markdown())
+        atomic_write_text(os.path.join(folder, f"results-{protocol}.csv"), table.csv())
     return tables

@@ -170,13 +170,11 @@ class Runner:
                 for seed in cfg.seeds:
                     self._run_job(method, job, seed, results_path)
         records = read_records(results_path)
-        tables = []
+        tables = {}
         if self.runtime.is_main:
-            mine = [r for r in records if r["protocol"] == cfg.protocol and r["method"] in cfg.methods]
-            tables = write_tables(mine, cfg.output, stem=f"results-{cfg.protocol}")
-            write_tables(records, cfg.output)
-            for table in tables:
-                self.echo(table.markdown())
+            tables = write_tables(records, cfg.output)
+            if cfg.protocol in tables:
+                self.echo(tables[cfg.protocol].markdown())
         self.runtime.barrier()
         return tables
 
