@@ -70,6 +70,7 @@ def test_build_dataset_knows_every_builtin_name(cache):
     ds = build_dataset("world_textures", root="/ignored/for/builtins")
     assert ds.name == "world_textures" and ds.classnames == list(wd.DATASETS["world_textures"].classnames)
     assert ds.prompts()[1] == "a striped texture."
+    assert ds.info["builtin"] and ds.info["crop_scale"] == [0.9, 1.0]
     assert all(d.impath.startswith(str(cache)) for d in ds.test[:5])
     few = fewshot(ds, shots=4, seed=1)
     assert len(few.train) == 4 * len(ds.classnames)
