@@ -132,3 +132,21 @@ def test_errors_name_the_fix(cache):
         tiny.load_glad_tiny(pretrained="/nonexistent/weights.safetensors", device="cpu")
     with pytest.raises(ValueError, match="budget 'huge'"):
         tiny.ensure_pretrained("huge")
+
+
+def test_short_budget_end_to_end_zero_shot(cache, monkeypatch):
+    """glad-tiny (test budget, from GLAD_TINY_BUDGET) classifies a built-in dataset end to end."""
+    from PIL import Image
+
+    from glad.data import build_dataset, subsample_classes
+
+    monkeypatch.setenv("GLAD_TINY_BUDGET", "test")
+    model, _, preprocess, tokenizer = tiny.load_glad_tiny(device="cpu", progress=False)
+    assert tiny.checkpoint_path().name == "glad-tiny-test.safetensors" and tiny.checkpoint_path().is_file()
+    ds = subsample_classes(build_dataset("world_counts"), "novel")
+    items = ds.test[:40]
+    with torch.no_grad():
+        x = torch.stack([preprocess(Image.open(d.impath).convert("RGB")) for d in items])
+        logits = model.encode_image(x, normalize=True) @ model.encode_text(tokenizer(ds.prompts()), normalize=True).T
+    assert logits.shape == (40, ds.num_classes) and torch.isfinite(logits).all()
+    assert {d.label for d in items} == set(range(ds.num_classes))
