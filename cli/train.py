@@ -19,7 +19,7 @@ _FIELD_OPTIONS = {
     "rho": "--rho", "gradreg_alpha": "--gradreg-alpha", "delta": "--delta", "kl_weight": "--kl-weight",
     "workers": "--workers", "eval_batch_size": "--eval-batch-size", "device": "--device",
     "deterministic": "--deterministic", "checkpoint_every": "--checkpoint-every", "max_iters": "--max-iters",
-    "template": "--template",
+    "template": "--template", "crop_scale": "--crop-scale",
 }
 
 
@@ -58,7 +58,7 @@ def _build_config(ctx: click.Context, params: dict) -> TrainConfig:
     values.update(file_values)
     for name in explicit:
         if name in _FIELD_OPTIONS:
-            values[name] = params[name]
+            values[name] = list(params[name]) if isinstance(params[name], tuple) else params[name]
     for plural, single in (("datasets", "datasets"), ("seeds", "seeds"), ("methods", "methods")):
         if plural in explicit:
             values[single] = list(params[plural])
@@ -107,6 +107,8 @@ def _common(f):
         click.option("--checkpoint-every", type=int, default=0, help="Iterations between checkpoints (0: per epoch)."),
         click.option("--max-iters", type=int, default=None, help="Stop each job after this many iterations."),
         click.option("--template", default=None, help="Prompt template overriding the dataset's, e.g. 'a photo of a {}.'"),
+        click.option("--crop-scale", type=float, nargs=2, default=None,
+                     help="Training crop's area fraction LOW HIGH (default: the dataset's; CoOp's 0.08 1)."),
     ]
     for option in reversed(options):
         f = option(f)

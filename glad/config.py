@@ -80,6 +80,9 @@ class TrainConfig:
     checkpoint_every: int = 0  # iterations between checkpoints; 0 = once per epoch
     max_iters: int | None = None  # stop early (tests, quick looks); None = full schedule
     template: str | None = None  # overrides the dataset's prompt template
+    # Training crop's area fraction; None: the dataset's own (built-in world: 0.9-1, since a
+    # small crop of a 32 px picture can cut out the objects that are its label), else CoOp's 0.08-1.
+    crop_scale: list[float] | None = None
 
     def validate(self) -> TrainConfig:
         """Raise ConfigError naming the first bad setting; returns self for chaining."""
@@ -106,6 +109,8 @@ class TrainConfig:
             (self.precision in ("auto", "fp32", "bf16"), f"--precision must be auto, fp32 or bf16, got {self.precision!r}"),
             (bool(self.seeds), "no seed given; pass --seeds 1 2 3"),
             (self.grad_clip is None or self.grad_clip > 0, f"--grad-clip must be > 0, got {self.grad_clip}"),
+            (self.crop_scale is None or (len(self.crop_scale) == 2 and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1),
+             f"--crop-scale must be two numbers 0 < low <= high <= 1, got {self.crop_scale}"),
         ]
         for ok, message in checks:
             if not ok:

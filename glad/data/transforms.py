@@ -9,10 +9,14 @@ CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 _BICUBIC = T.InterpolationMode.BICUBIC
 
 
-def train_transform(image_size: int = 224) -> T.Compose:
-    """Random resized crop (scale 0.08-1, bicubic), horizontal flip, CLIP normalisation."""
+def train_transform(image_size: int = 224, crop_scale: tuple[float, float] = (0.08, 1.0)) -> T.Compose:
+    """Random resized crop (area fraction `crop_scale`, CoOp's 0.08-1; bicubic), horizontal flip,
+    CLIP normalisation."""
+    low, high = crop_scale
+    if not 0.0 < low <= high <= 1.0:
+        raise ValueError(f"crop_scale {tuple(crop_scale)} must satisfy 0 < low <= high <= 1, e.g. (0.08, 1.0)")
     return T.Compose([
-        T.RandomResizedCrop(image_size, scale=(0.08, 1.0), interpolation=_BICUBIC),
+        T.RandomResizedCrop(image_size, scale=(low, high), interpolation=_BICUBIC),
         T.RandomHorizontalFlip(),
         T.ToTensor(),
         T.Normalize(CLIP_MEAN, CLIP_STD),

@@ -221,8 +221,9 @@ class Runner:
         if job.classes != "all":
             data = subsample_classes(data, job.classes)
         start = time.perf_counter()
+        crop_scale = cfg.crop_scale or data.info.get("crop_scale") or (0.08, 1.0)
         stats = train(model, method, cfg, data.train, data.classnames, cfg.template or data.template,
-                      train_transform(self.image_size()), seed, job_dir, runtime)
+                      train_transform(self.image_size(), tuple(crop_scale)), seed, job_dir, runtime)
         if runtime.is_main:
             save_adapter(model, adapter)
             job_config = {"config": cfg.to_dict(), "method": method.name, "train_dataset": job.train_dataset,
