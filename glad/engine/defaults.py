@@ -12,7 +12,7 @@ BUILTIN_PRETRAINED = "glad-world"
 BUILTIN_METHODS = ["zeroshot", "lora", "glad"]
 
 # Few-shot training on 32px images with a tiny model: shorter schedule, same recipe.
-BUILTIN_TRAINING = {"shots": 16, "epochs": 10, "batch_size": 32, "lr": 1e-3, "seeds": [1], "workers": 0,
+BUILTIN_TRAINING = {"shots": 16, "epochs": 10, "batch_size": 32, "lr": 1e-3, "seeds": [1, 2, 3], "workers": 0,
                     "eval_batch_size": 256}
 
 
