@@ -190,3 +190,50 @@ def test_torchrun_two_processes_match_one(tiny, data_root, tmp_path):
         torch.testing.assert_close(b[k], a[k], atol=2e-4, rtol=1e-3, msg=k)
     acc = lambda p: sorted((r["split"], r["accuracy"]) for r in read_records(str(p / "results.jsonl")))  # noqa: E731
     assert acc(tmp_path / "one") == acc(tmp_path / "two")
+
+
+def test_config_file_gives_defaults_and_flags_win(tiny, data_root, tmp_path):
+    out = tmp_path / "cfg"
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text("epochs: 1\nkl-weight: 0.5\nmethods: [lora]\nseeds: [2]\n")
+    res = _train(*base_flags(data_root, out), "--config", str(cfg), "--dataset", "dtd", "--method", "zeroshot")
+    assert res.exit_code == 0, res.output
+    saved = json.loads((out / "config.json").read_text())["config"]
+    assert saved["kl_weight"] == 0.5 and saved["seeds"] == [2] and saved["methods"] == ["zeroshot"]
+    assert saved["epochs"] == 2  # base_flags passes --epochs 2 explicitly: the flag wins
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("learning_rate: 1\n")
+    res = CliRunner().invoke(cli, ["train", *base_flags(data_root, tmp_path / "b"), "--config", str(bad)])
+    assert res.exit_code == 2 and "learning_rate" in res.output
+
+
+def test_eval_and_report_rebuild(tiny, data_root, tmp_path):
+    out = tmp_path / "r"
+    assert _train(*base_flags(data_root, out, **{"--epochs": 1}), "--dataset", "dtd", "--method", "glad",
+                  "--seed", "1").exit_code == 0
+    adapter = out / "glad" / "dtd-base" / "seed1" / "adapter"
+    res = CliRunner().invoke(cli, ["eval", "--adapter", str(adapter), "--dataset", "dtd", "--split", "novel",
+                                   "--data-root", str(data_root), "--device", "cpu", "--workers", "0", "--json"])
+    assert res.exit_code == 0, res.output
+    evaluated = json.loads(res.output)[0]
+    recorded = next(r for r in read_records(str(out / "results.jsonl")) if r["split"] == "novel")
+    assert evaluated["accuracy"] == pytest.approx(recorded["accuracy"])
+    (out / "results.md").unlink()
+    res = CliRunner().invoke(cli, ["report", str(out), "--plot"])
+    assert res.exit_code == 0, res.output
+    assert (out / "results.md").read_text().startswith("### Base-to-novel")
+    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    res = CliRunner().invoke(cli, ["report", str(tmp_path)])
+    assert res.exit_code == 2 and "results.jsonl" in res.output
+
+
+@pytest.mark.slow
+def test_builtin_default_runs_offline_end_to_end(tmp_path):
+    """No dataset and no model: glad-tiny (test budget) on the built-in world, table printed."""
+    env = {"GLAD_CACHE": str(tmp_path / "cache"), "GLAD_TINY_BUDGET": "test"}
+    out = tmp_path / "builtin"
+    res = _train("--output", str(out), "--epochs", "1", "--seeds", "1", "--max-iters", "3", env=env)
+    assert res.exit_code == 0, res.output
+    assert "| world_shapes | glad |" in res.output and "| world_scenes | zeroshot |" in res.output
+    saved = json.loads((out / "config.json").read_text())["config"]
+    assert saved["model"] == "glad-tiny" and saved["methods"] == ["zeroshot", "lora", "glad"]

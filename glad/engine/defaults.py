@@ -30,4 +30,9 @@ def builtin_overrides(protocol: str) -> dict:
     """TrainConfig fields of the built-in default for `protocol`."""
     return {"protocol": protocol, "datasets": builtin_datasets(protocol), "model": BUILTIN_MODEL,
             "pretrained": BUILTIN_PRETRAINED, "methods": list(BUILTIN_METHODS),
-            "output": f"runs/builtin-{protocol}", **BUILTIN_TRAINING}
+            "output": _builtin_output(protocol), **BUILTIN_TRAINING}
+
+
+def _builtin_output(protocol: str) -> str:
+    # Cross-dataset and domain generalization share their source model, as on ImageNet.
+    return "runs/builtin-base-to-novel" if protocol == "base-to-novel" else "runs/builtin-transfer"

@@ -136,7 +136,8 @@ def _pretrain(model, tokenizer, cfg: PretrainConfig, progress: bool) -> dict:
     if progress:
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=cfg.steps, desc="pretraining glad-tiny", unit="step", leave=False)
+        # disable=None: a bar on a terminal, nothing in logs and CI output.
+        bar = tqdm(total=cfg.steps, desc="pretraining glad-tiny", unit="step", leave=False, disable=None)
     start = time.perf_counter()
     try:
         for step in range(cfg.steps):
