@@ -11,12 +11,12 @@ import time
 import pytest
 import torch
 from click.testing import CliRunner
+from data_fixtures import make_coop_dataset
+from engine_fixtures import PYTHON, base_flags, register_tiny_model, write_launcher
+from glad_cli.main import cli
 from safetensors.torch import load_file
 
 from glad.engine.results import harmonic_mean, read_records
-from glad_cli.main import cli
-from data_fixtures import make_coop_dataset
-from engine_fixtures import PYTHON, base_flags, register_tiny_model, write_launcher
 
 
 @pytest.fixture(scope="module")

@@ -66,12 +66,12 @@ def test_pure_python_install_runs_on_the_reference_backend(tmp_path):
         # This environment may hold an editable install of glad: drop its import hook.
         "import sys; sys.meta_path = [f for f in sys.meta_path if 'editable' not in repr(f).lower()]\n"
         "import torch, glad, glad.ops as ops\n"
-        "assert glad.__file__.startswith(%r), glad.__file__\n"
+        f"assert glad.__file__.startswith({str(target)!r}), glad.__file__\n"
         "info = ops.backend_info()\n"
         "assert info['reference']['available'] and not info['cpu']['available'], info\n"
         "g = [torch.randn(5), torch.randn(3, 4)]; r = [torch.randn(5), torch.randn(3, 4)]\n"
         "ops.project_interpolate_(g, r, 0.5)\n"
-        "print('ok', info['cpu']['reason'])\n" % str(target))
+        "print('ok', info['cpu']['reason'])\n")
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
                          env={**os.environ, "PYTHONPATH": str(target)}, timeout=300)
     assert run.returncode == 0 and run.stdout.startswith("ok"), run.stderr[-2000:]

@@ -19,7 +19,7 @@ def test_readme_training_loop(tmp_path):
     for _ in range(8):
         teacher = model.zeroshot_logits(images, tokens)
 
-        def closure():
+        def closure(teacher=teacher):
             opt.zero_grad()
             loss, _ = glad_loss(model(images, tokens), labels, teacher, kl_weight=1.0)
             loss.backward()

@@ -5,7 +5,13 @@ import statistics
 
 import pytest
 
-from glad.engine.results import base_to_novel_table, harmonic_mean, read_records, transfer_table, write_tables
+from glad.engine.results import (
+    base_to_novel_table,
+    harmonic_mean,
+    read_records,
+    transfer_table,
+    write_tables,
+)
 
 
 def _rec(protocol, method, train, evald, split, seed, acc):
@@ -22,7 +28,7 @@ def test_base_to_novel_hm_is_of_seed_means_and_average_row():
     recs = []
     data = {"pets": ([90.0, 92.0, 94.0], [70.0, 80.0, 75.0]), "dtd": ([60.0, 62.0, 64.0], [40.0, 50.0, 60.0])}
     for ds, (base, novel) in data.items():
-        for seed, (b, n) in enumerate(zip(base, novel), start=1):
+        for seed, (b, n) in enumerate(zip(base, novel, strict=True), start=1):
             recs += [_rec("base-to-novel", "glad", ds, ds, "base", seed, b),
                      _rec("base-to-novel", "glad", ds, ds, "novel", seed, n)]
     table = base_to_novel_table(recs)
@@ -35,7 +41,7 @@ def test_base_to_novel_hm_is_of_seed_means_and_average_row():
     assert avg[0] == "Average" and float(avg[2]) == pytest.approx(mb) and float(avg[3]) == pytest.approx(mn)
     assert float(avg[4]) == pytest.approx(harmonic_mean(mb, mn), abs=5e-3)
     # The HM of the seed means is not the mean of per-seed HMs: the table uses the former.
-    per_seed = statistics.fmean(harmonic_mean(b, n) for b, n in zip(*data["pets"]))
+    per_seed = statistics.fmean(harmonic_mean(b, n) for b, n in zip(*data["pets"], strict=True))
     assert abs(float(pets[4]) - per_seed) > 1e-3
 
 

@@ -10,7 +10,7 @@ def test_ranks_partition_the_global_batch():
     two = [GlobalBatchSampler(70, 8, seed=3, rank=r, world_size=2) for r in range(2)]
     for s in [one, *two]:
         s.set_epoch(2)
-    for full, a, b in zip(one, *two):
+    for full, a, b in zip(one, *two, strict=True):
         assert sorted(full) == sorted(a + b) and len(a) == len(b) == 4
     assert len(one) == 70 // 8  # partial last batch dropped
 

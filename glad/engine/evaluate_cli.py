@@ -30,7 +30,7 @@ def evaluate_adapter(adapter: str | None, datasets: list[str], split: str = "all
     size = clip.visual.image_size
     transform = test_transform(size[0] if isinstance(size, (tuple, list)) else int(size))
     results = []
-    for name, ds in zip(datasets, data):
+    for name, ds in zip(datasets, data, strict=True):
         part = ds if split == "all" else subsample_classes(ds, split)
         res = evaluate(net, part.test, part.classnames, part.template, transform, runtime,
                        batch_size=batch_size, workers=workers)

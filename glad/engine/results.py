@@ -154,7 +154,7 @@ def write_tables(records: list[dict], folder: str) -> dict[str, Table]:
 
     Returns the tables by protocol.
     """
-    tables = dict(zip(_ordered(r["protocol"] for r in records), build_tables(records)))
+    tables = dict(zip(_ordered(r["protocol"] for r in records), build_tables(records), strict=True))
     atomic_write_text(os.path.join(folder, "results.md"), "\n".join(t.markdown() for t in tables.values()))
     for protocol, table in tables.items():
         atomic_write_text(os.path.join(folder, f"results-{protocol}.md"), table.markdown())

@@ -30,7 +30,14 @@ import torch
 
 import glad
 from glad.config import METHODS, ConfigError, TrainConfig
-from glad.data import PROTOCOLS, build_dataset, fewshot, subsample_classes, test_transform, train_transform
+from glad.data import (
+    PROTOCOLS,
+    build_dataset,
+    fewshot,
+    subsample_classes,
+    test_transform,
+    train_transform,
+)
 from glad.engine.evaluate import evaluate
 from glad.engine.results import read_records, write_tables
 from glad.engine.runtime import Runtime, setup_runtime
