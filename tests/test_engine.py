@@ -138,7 +138,7 @@ def test_missing_weights_file_is_a_clear_error(tiny, data_root, tmp_path):
 @pytest.mark.slow
 def test_kill_and_resume_gives_the_same_adapter_and_results(tiny, data_root, tmp_path):
     launcher = write_launcher(tmp_path, tiny)
-    flags = base_flags(data_root, tmp_path / "x", **{"--epochs": 6, "--checkpoint-every": 1}) + [
+    flags = base_flags(data_root, tmp_path / "x", **{"--epochs": 20, "--checkpoint-every": 1}) + [
         "--dataset", "oxford_pets", "--method", "glad", "--seed", "3", "--deterministic"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -154,10 +154,10 @@ def test_kill_and_resume_gives_the_same_adapter_and_results(tiny, data_root, tmp
     latest = killed / "glad" / "oxford_pets-base" / "seed3" / "checkpoints" / "latest"
     deadline = time.time() + 300
     while not latest.exists() and proc.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    time.sleep(0.3)
-    proc.send_signal(signal.SIGKILL)
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)  # right after a checkpoint, mid-training
     proc.wait()
+    assert not (latest.parent.parent / "done.json").exists(), "the job finished before the kill"
     unfinished = CliRunner().invoke(cli, ["train", *flags, "--output", str(killed)])
     assert unfinished.exit_code == 2 and "--resume" in unfinished.output
     assert run(killed, resume=True).returncode == 0
