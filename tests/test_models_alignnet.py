@@ -6,13 +6,7 @@ import torch.nn.functional as F
 
 from glad.models import AlignNet, cosine_logits, naive_alignnet_logits
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _features(n_img, n_cls, dim, dtype=torch.float32, seed=0):

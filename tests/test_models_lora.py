@@ -22,13 +22,7 @@ from glad.models.testing import build_tiny_clip
 ALL_TARGETS = ("q", "k", "v", "out", "mlp_fc", "mlp_proj")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Tiny models: threads only add contention on a shared CPU.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 PROMPTS = ["a photo of a cat", "a dog", "one two three four five six seven eight nine ten eleven twelve"]

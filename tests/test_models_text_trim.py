@@ -11,12 +11,7 @@ PROMPTS = ["a cat", "a photo of a big red dog.", "", "a photo of a small boat on
 LORA = LoraConfig(targets=("q", "k", "v", "out"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _randomise_lora(model, seed=3, std=0.05):
