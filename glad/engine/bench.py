@@ -359,6 +359,20 @@ def _paired(num_times, den_times):
 
 
 # ------------------------------------------------------------------------------ train
+def _prepare(cfg):
+    """What both benches start from: the load before they ran, the runtime, a clock, the
+    backbone and one seeded batch (`cfg` validated and its thread count applied)."""
+    cfg.validate()
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    load_before = load_average()
+    runtime = _runtime(cfg.device, cfg.precision)
+    clock = Clock(runtime.device, cfg.clock)
+    clip, tokenizer, image_size = _load_backbone(cfg.model, cfg.pretrained, runtime.device, cfg.seed)
+    batch = _batch(cfg.batch_size, cfg.num_classes, image_size, cfg.seed, runtime.device)
+    return load_before, runtime, clock, clip, tokenizer, image_size, batch
+
+
 def run_train_bench(cfg: TrainBenchConfig, progress=None) -> dict:
     """Time training steps of every method of `cfg` side by side; returns the JSON report."""
     from glad.config import METHODS, TrainConfig
@@ -366,16 +380,9 @@ def run_train_bench(cfg: TrainBenchConfig, progress=None) -> dict:
     from glad.engine.train import make_optimizer, train_step
     from glad.models import GladModel
 
-    cfg.validate()
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
     say = progress or (lambda _msg: None)
-    load_before = load_average()
-    runtime = _runtime(cfg.device, cfg.precision)
+    load_before, runtime, clock, clip, tokenizer, image_size, (images, labels, classnames) = _prepare(cfg)
     device = runtime.device
-    clock = Clock(device, cfg.clock)
-    clip, tokenizer, image_size = _load_backbone(cfg.model, cfg.pretrained, device, cfg.seed)
-    images, labels, classnames = _batch(cfg.batch_size, cfg.num_classes, image_size, cfg.seed, device)
     train_cfg = TrainConfig(model=cfg.model, pretrained=cfg.pretrained, batch_size=cfg.batch_size)
 
     jobs = {}
@@ -539,16 +546,9 @@ def run_eval_bench(cfg: EvalBenchConfig, progress=None) -> dict:
     from glad.engine.evaluate import class_text_features, merged_adapters, predict
     from glad.models import GladModel
 
-    cfg.validate()
-    if cfg.threads is not None:
-        torch.set_num_threads(cfg.threads)
     say = progress or (lambda _msg: None)
-    load_before = load_average()
-    runtime = _runtime(cfg.device, cfg.precision)
+    load_before, runtime, clock, clip, tokenizer, image_size, (images, _, classnames) = _prepare(cfg)
     device = runtime.device
-    clock = Clock(device, cfg.clock)
-    clip, tokenizer, image_size = _load_backbone(cfg.model, cfg.pretrained, device, cfg.seed)
-    images, _, classnames = _batch(cfg.batch_size, cfg.num_classes, image_size, cfg.seed, device)
 
     models = {}
     with contextlib.ExitStack() as stack:
