@@ -25,7 +25,7 @@ def test_readme_training_loop(tmp_path):
             loss.backward()
             return loss
 
-        losses.append(float(opt.step(closure)))
+        losses.append(opt.step(closure).detach().item())  # the closure's loss, as torch optimizers return it
     assert losses[-1] < losses[0]
     save_adapter(model, tmp_path / "adapter")
     fresh = GladModel(build_tiny_clip(seed=1)[0], tokenizer, lora=LoraConfig(r=8), use_alignnet=True,
