@@ -25,11 +25,11 @@ import os
 import platform
 import statistics
 import sys
-import tempfile
 import time
 
 import torch
 
+from glad.io import atomic_write_json
 from glad.optim import GradReg
 
 # (row name, mode, flat_params)
@@ -260,11 +260,7 @@ def main(argv=None):
         print("  ops     " + "  ".join(f"{k} {v:.3f}" for k, v in entry["ops"].items()))
         if "goal" in entry:
             print("  goal    " + json.dumps(entry["goal"], default=lambda v: round(v, 3)))
-    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(args.out)), suffix=".tmp")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(record, fh, indent=2)
-    os.replace(tmp, args.out)
+    atomic_write_json(args.out, record)
     print(f"wrote {args.out}")
     return 0
 

@@ -30,6 +30,8 @@ import time
 
 import torch
 
+from glad.io import atomic_write_json
+
 WORDS = ("red", "golden", "retriever", "fox", "sports", "car", "mountain", "bike", "tabby", "cat",
          "great", "white", "shark", "coffee", "mug", "steel", "arch", "bridge", "grey", "whale",
          "electric", "guitar", "water", "tower", "snow", "leopard", "paper", "towel", "ice", "cream",
@@ -99,9 +101,7 @@ def main() -> None:
         print(json.dumps(row), flush=True)
     meta = {"torch": torch.__version__, "machine": platform.machine(), "threads": 1, "repeats": args.repeats,
             "chunk": args.chunk, "load_before": load_before, "load_after": os.getloadavg()}
-    with open(args.out + ".tmp", "w") as f:
-        json.dump({"meta": meta, "rows": rows}, f, indent=1)
-    os.replace(args.out + ".tmp", args.out)
+    atomic_write_json(args.out, {"meta": meta, "rows": rows}, indent=1)
 
 
 if __name__ == "__main__":

@@ -38,10 +38,10 @@ def _none(value):
 
 
 def _emit(report, as_json, output, table):
-    from glad.engine.bench import write_json
+    from glad.io import atomic_write_json
 
     if output:
-        write_json(report, output)
+        atomic_write_json(output, report)
     click.echo(json.dumps(report, indent=2) if as_json else table(report))
 
 

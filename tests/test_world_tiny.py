@@ -6,8 +6,8 @@ import os
 import pytest
 import torch
 
+from glad.io import _umask
 from glad.world import tiny
-from glad.world.cache import _umask
 from glad.world.pretrain import BUDGETS, PretrainConfig, pretrain
 
 

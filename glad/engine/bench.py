@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import os
 import platform
 import statistics
@@ -636,10 +635,3 @@ def format_eval_table(report: dict) -> str:
         lines.append(f"{t['ratio']}: {t['value']:.3f} of the images/s (target >= {t['bound']}: "
                      f"{'met' if t['met'] else 'NOT met'}; per-round median {t['paired_value']:.3f})")
     return "\n".join(lines)
-
-
-def write_json(report: dict, path: str) -> None:
-    """Write `report` to `path` atomically."""
-    from glad.io import atomic_write_text
-
-    atomic_write_text(path, json.dumps(report, indent=2) + "\n")

@@ -16,6 +16,9 @@ import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from glad.io import atomic_write_bytes  # noqa: F401  (the world writes its weights with it)
+from glad.io import atomic_write_json as _atomic_write_json
+
 _HERE = Path(__file__).resolve().parent
 
 # The modules that decide what a picture of the world and its captions look like.
@@ -45,30 +48,9 @@ def generator_hash() -> str:
     return source_hash(GENERATOR_MODULES)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write `data` to `path` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600 files; give the usual mode
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def atomic_write_json(path: str | os.PathLike, obj) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=1, sort_keys=True) + "\n").encode())
+    """The world's JSON files: compact and key-sorted (written through glad.io)."""
+    _atomic_write_json(path, obj, indent=1, sort_keys=True)
 
 
 @contextlib.contextmanager
