@@ -18,6 +18,7 @@ classes), so one output folder serves both and trains it once per seed.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import os
@@ -84,7 +85,9 @@ def _git_commit() -> str | None:
         return None
 
 
+@functools.lru_cache(maxsize=1)
 def _provenance() -> dict:
+    """Versions and git commit, asked once a process (it runs git): every record carries them."""
     import open_clip
 
     return {"glad": glad.__version__, "torch": torch.__version__,
@@ -171,11 +174,15 @@ class Runner:
             os.makedirs(cfg.output, exist_ok=True)
             _write_run_config(cfg)
         results_path = os.path.join(cfg.output, "results.jsonl")
+        # Read once: each (method, job, seed) is visited once a run, so no record added below
+        # can change what is done.
+        done = {(r["method"], r["train_dataset"], r["eval_dataset"], r["split"], r["seed"])
+                for r in read_records(results_path) if r["protocol"] == cfg.protocol}
         for method_name in cfg.methods:
             method = METHODS[method_name]
             for job in jobs:
                 for seed in cfg.seeds:
-                    self._run_job(method, job, seed, results_path)
+                    self._run_job(method, job, seed, results_path, done)
         records = read_records(results_path)
         tables = {}
         if self.runtime.is_main:
@@ -185,10 +192,8 @@ class Runner:
         self.runtime.barrier()
         return tables
 
-    def _run_job(self, method, job: Job, seed: int, results_path: str) -> None:
+    def _run_job(self, method, job: Job, seed: int, results_path: str, done: set) -> None:
         cfg, runtime = self.cfg, self.runtime
-        done = {(r["method"], r["train_dataset"], r["eval_dataset"], r["split"], r["seed"])
-                for r in read_records(results_path) if r["protocol"] == cfg.protocol}
         todo = [(e, s) for e, s in job.evals if (method.name, job.train_dataset, e, s, seed) not in done]
         if not todo:
             log.info("%s %s seed %d: done, skipped", method.name, job.train_dataset, seed)
