@@ -227,20 +227,6 @@ std::vector<int64_t> numels(at::TensorList ts) {
   return n;
 }
 
-std::vector<at::Tensor> contiguous(at::TensorList ts) {
-  std::vector<at::Tensor> out;
-  out.reserve(ts.size());
-  for (const auto& t : ts) out.push_back(t.contiguous());
-  return out;
-}
-
-// Writes the contiguous working copies back into tensors that were not contiguous.
-void write_back(at::TensorList dst, const std::vector<at::Tensor>& work) {
-  for (size_t i = 0; i < dst.size(); ++i) {
-    if (!dst[i].is_same(work[i])) dst[i].copy_(work[i]);
-  }
-}
-
 at::Tensor scalar(double v) { return at::scalar_tensor(v, at::TensorOptions().dtype(at::kFloat)); }
 at::Tensor flag(bool v) { return at::scalar_tensor(v, at::TensorOptions().dtype(at::kBool)); }
 

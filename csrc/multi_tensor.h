@@ -46,4 +46,19 @@ inline std::vector<Piece> make_pieces(const std::vector<int64_t>& numels, int64_
   return pieces;
 }
 
+// Contiguous working copies of `ts` (the tensor itself where it already is contiguous).
+inline std::vector<at::Tensor> contiguous(at::TensorList ts) {
+  std::vector<at::Tensor> out;
+  out.reserve(ts.size());
+  for (const auto& t : ts) out.push_back(t.contiguous());
+  return out;
+}
+
+// Writes the contiguous working copies back into tensors that were not contiguous.
+inline void write_back(at::TensorList dst, const std::vector<at::Tensor>& work) {
+  for (size_t i = 0; i < dst.size(); ++i) {
+    if (!dst[i].is_same(work[i])) dst[i].copy_(work[i]);
+  }
+}
+
 }  // namespace glad

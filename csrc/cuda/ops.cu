@@ -240,19 +240,6 @@ int64_t dtype_code(at::ScalarType st) {
   return st == at::kFloat ? kF32 : (st == at::kHalf ? kF16 : kBF16);
 }
 
-std::vector<at::Tensor> contiguous(at::TensorList ts) {
-  std::vector<at::Tensor> out;
-  out.reserve(ts.size());
-  for (const auto& t : ts) out.push_back(t.contiguous());
-  return out;
-}
-
-void write_back(at::TensorList dst, const std::vector<at::Tensor>& work) {
-  for (size_t i = 0; i < dst.size(); ++i) {
-    if (!dst[i].is_same(work[i])) dst[i].copy_(work[i]);
-  }
-}
-
 // The per-tensor table on the device (empty tensors left out) and the chunk count.
 struct Table {
   at::Tensor device;
