@@ -7,7 +7,7 @@ import sys
 
 import click
 
-from glad.config import METHODS, PROTOCOLS, ConfigError, TrainConfig
+from glad.config import METHODS, PROTOCOLS, ConfigError, TrainConfig, canonical_settings
 
 # TrainConfig field -> option name, for every flag that maps one-to-one.
 _FIELD_OPTIONS = {
@@ -19,7 +19,7 @@ _FIELD_OPTIONS = {
     "rho": "--rho", "gradreg_alpha": "--gradreg-alpha", "delta": "--delta", "kl_weight": "--kl-weight",
     "workers": "--workers", "eval_batch_size": "--eval-batch-size", "device": "--device",
     "deterministic": "--deterministic", "checkpoint_every": "--checkpoint-every", "max_iters": "--max-iters",
-    "template": "--template", "crop_scale": "--crop-scale",
+    "template": "--template", "crop_scale": "--crop-scale", "quick_gelu": "--quick-gelu",
 }
 
 
@@ -28,40 +28,68 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
+class _Yaml12Loader:
+    """yaml.SafeLoader reading floats as YAML 1.2 does (`1e-3` is a number, not a string)."""
+
+    @staticmethod
+    def make():
+        import re
+
+        import yaml
+
+        class Loader(yaml.SafeLoader):
+            pass
+
+        Loader.add_implicit_resolver(
+            "tag:yaml.org,2002:float",
+            re.compile(r"^[-+]?(?:[0-9][0-9_]*)?\.?[0-9]+(?:[eE][-+]?[0-9]+)$|^[-+]?\.(?:inf|Inf|INF|nan|NaN|NAN)$"),
+            list("-+0123456789."))
+        return Loader
+
+
 def _load_yaml(path: str) -> dict:
     import yaml
 
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f) or {}
+            data = yaml.load(f, Loader=_Yaml12Loader.make()) or {}  # noqa: S506 - a SafeLoader subclass
     except OSError as exc:
         _fail(f"cannot read --config {path}: {exc.strerror}")
     except yaml.YAMLError as exc:
-        _fail(f"--config {path} is not valid YAML: {exc}")
+        _fail(f"--config {path} is not valid YAML: {' '.join(str(exc).split())}")
     if not isinstance(data, dict):
         _fail(f"--config {path} must hold a mapping of settings, e.g. `lr: 0.001`")
-    return {str(k).replace("-", "_"): v for k, v in data.items()}
+    return dict(data)
 
 
-def _build_config(ctx: click.Context, params: dict) -> TrainConfig:
-    """Settings in priority order: explicit flags > --config file > built-in default > TrainConfig."""
+# Options that choose what a run is about; when none is given, `glad train` runs the built-in demo.
+_CHOOSERS = ("datasets", "data_root", "model", "pretrained", "protocol")
+
+
+def _build_config(ctx: click.Context, params: dict, demo: bool = False) -> TrainConfig:
+    """Settings in priority order: explicit flags > --config file > built-in demo > TrainConfig."""
     from glad.engine.defaults import builtin_overrides
 
-    explicit = {name for name in params
-                if ctx.get_parameter_source(name) not in (click.core.ParameterSource.DEFAULT, None)}
+    source = ctx.get_parameter_source
+    sources = click.core.ParameterSource
+    explicit = {name for name in params if source(name) in (sources.COMMANDLINE, sources.ENVIRONMENT)}
+    # An environment default ($GLAD_DATA) does not switch the demo off: a command line or file must.
+    chosen = {name for name in explicit if source(name) == sources.COMMANDLINE}
+    try:
+        file_values = canonical_settings(_load_yaml(params["config"])) if params.get("config") else {}
+    except ConfigError as exc:
+        _fail(f"--config {params['config']}: {exc}")
     values = {}
-    file_values = _load_yaml(params["config"]) if params.get("config") else {}
-    given = explicit | set(file_values)
-    if not {"datasets", "model"} & given:  # no data and no model named: the offline default
-        values.update(builtin_overrides(params["protocol"] if "protocol" in explicit
-                                        else file_values.get("protocol", "base-to-novel")))
+    if demo or not (set(_CHOOSERS) & (chosen | set(file_values))):
+        protocol = params["protocol"] if "protocol" in explicit else file_values.get("protocol", "base-to-novel")
+        values.update(builtin_overrides(protocol))
     values.update(file_values)
     for name in explicit:
         if name in _FIELD_OPTIONS:
             values[name] = list(params[name]) if isinstance(params[name], tuple) else params[name]
-    for plural, single in (("datasets", "datasets"), ("seeds", "seeds"), ("methods", "methods")):
+    for plural in ("datasets", "seeds", "methods"):
         if plural in explicit:
-            values[single] = list(params[plural])
+            values[plural] = list(params[plural])
     if "seed" in explicit:
         values["seeds"] = [params["seed"]]
     if isinstance(values.get("pretrained"), str) and values["pretrained"].lower() in ("none", "random", ""):
@@ -74,35 +102,47 @@ def _build_config(ctx: click.Context, params: dict) -> TrainConfig:
 
 def _common(f):
     options = [
-        click.option("--config", type=click.Path(dir_okay=False), help="YAML file of defaults (field: value)."),
-        click.option("--protocol", type=click.Choice(PROTOCOLS), default="base-to-novel"),
+        click.option("--config", type=click.Path(dir_okay=False),
+                     help="YAML file of settings (field or flag names: `lr: 1e-3`, `dataset: [dtd]`); flags win."),
+        click.option("--protocol", type=click.Choice(PROTOCOLS), default="base-to-novel",
+                     help="The paper's protocol; its CoOp datasets unless --dataset names others."),
         click.option("--dataset", "datasets", multiple=True,
-                     help="Dataset name (repeatable). Transfer protocols: first is the source, the rest targets."),
-        click.option("--data-root", default="data", envvar="GLAD_DATA", help="Folder holding the datasets."),
-        click.option("--shots", type=int, default=16),
+                     help="Dataset (repeatable): a CoOp name (dtd, imagenet, ...), imagefolder:PATH (one folder "
+                          "per class), PATH.csv (path,label[,class]) or a CoOp split file PATH.json. Transfer "
+                          "protocols: the first is the source, the rest are targets."),
+        click.option("--data-root", default="data", envvar="GLAD_DATA",
+                     help="Folder holding the CoOp dataset folders (imagenet/, dtd/, ...); env GLAD_DATA."),
+        click.option("--shots", type=int, default=16, help="Training images per class (few-shot draw)."),
         click.option("--seeds", "seeds", type=int, multiple=True, help="Seeds (repeatable); default 1 2 3."),
         click.option("--seed", type=int, help="A single seed (same as one --seeds)."),
         click.option("--method", "methods", type=click.Choice(list(METHODS)), multiple=True,
-                     help="Method(s) of the ablation; default glad."),
-        click.option("--model", default="ViT-B-16", help="open_clip model name, or glad-tiny."),
-        click.option("--pretrained", default="openai", help="open_clip tag, local file, hf-hub:..., or none."),
+                     help="Method(s) of the ablation (repeatable); default glad."),
+        click.option("--model", default="ViT-B-16", help="open_clip model name, hf-hub:org/repo, or glad-tiny."),
+        click.option("--pretrained", default="openai", help="open_clip tag, local weights file, hf-hub:..., or none."),
+        click.option("--quick-gelu/--no-quick-gelu", "quick_gelu", default=None,
+                     help="QuickGELU activations (OpenAI's weights use them). Default: decided from the weights."),
         click.option("--cache-dir", default=None, help="Where downloaded weights are cached."),
         click.option("--offline", is_flag=True, help="Never reach the network for weights."),
-        click.option("--output", default="runs/glad", help="Output folder."),
-        click.option("--epochs", type=int, default=20), click.option("--batch-size", type=int, default=32),
-        click.option("--lr", type=float, default=1e-3), click.option("--wd", type=float, default=1e-2),
-        click.option("--warmup-iters", type=int, default=0),
+        click.option("--output", default="runs/glad", help="Output folder; every file of the run is written here."),
+        click.option("--epochs", type=int, default=20, help="Training epochs per job."),
+        click.option("--batch-size", type=int, default=32, help="Training batch size (over all processes)."),
+        click.option("--lr", type=float, default=1e-3, help="Peak learning rate (AdamW, cosine per iteration)."),
+        click.option("--wd", type=float, default=1e-2, help="AdamW weight decay."),
+        click.option("--warmup-iters", type=int, default=0, help="Linear warmup iterations."),
         click.option("--grad-clip", type=float, default=None, help="Clip the final gradient's norm."),
-        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto"),
-        click.option("--lora-r", type=int, default=8), click.option("--lora-alpha", type=float, default=8.0),
-        click.option("--lora-dropout", type=float, default=0.0),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto",
+                     help="Training precision; auto: bf16 autocast on a GPU that has it, else fp32."),
+        click.option("--lora-r", type=int, default=8, help="LoRA rank."),
+        click.option("--lora-alpha", type=float, default=8.0, help="LoRA scale numerator (alpha / r)."),
+        click.option("--lora-dropout", type=float, default=0.0, help="Dropout on the LoRA input."),
         click.option("--rslora", is_flag=True, help="Scale LoRA by alpha/sqrt(r) instead of alpha/r."),
         click.option("--rho", type=float, default=0.1, help="SAM perturbation radius."),
         click.option("--gradreg-alpha", type=float, default=0.5, help="Mix of the perturbed gradient."),
-        click.option("--delta", type=float, default=1e-12),
-        click.option("--kl-weight", type=float, default=1.0),
-        click.option("--workers", type=int, default=4), click.option("--eval-batch-size", type=int, default=128),
-        click.option("--device", default="auto"),
+        click.option("--delta", type=float, default=1e-12, help="Floor of ||g||^2 in the conflict projection."),
+        click.option("--kl-weight", type=float, default=1.0, help="Weight of the KL term to zero-shot CLIP."),
+        click.option("--workers", type=int, default=4, help="Data-loading worker processes (0: in the main one)."),
+        click.option("--eval-batch-size", type=int, default=128, help="Evaluation batch size."),
+        click.option("--device", default="auto", help="auto, cpu, cuda or cuda:N."),
         click.option("--deterministic", is_flag=True, help="Deterministic kernels (slower)."),
         click.option("--checkpoint-every", type=int, default=0, help="Iterations between checkpoints (0: per epoch)."),
         click.option("--max-iters", type=int, default=None, help="Stop each job after this many iterations."),
@@ -119,34 +159,106 @@ def _setup_logging():
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
 
 
+def _one_line(exc: BaseException) -> str:
+    """The message of an error, also when a DataLoader worker wrapped it in its traceback."""
+    text = str(exc)
+    if "Original Traceback" in text:  # torch's worker wrapper: the last line is the real error
+        last = [line for line in text.splitlines() if line.strip()][-1]
+        text = last.split(": ", 1)[1] if ": " in last and "Error" in last.split(": ", 1)[0] else last
+    return " ".join(text.split())
+
+
 def _run_guarded(fn):
     """Known errors become one line and exit code 2; nothing else is swallowed."""
     from glad.data import DatasetError
     from glad.engine.runner import OutputConflictError
-    from glad.models import WeightsUnavailableError
+    from glad.engine.train import TrainingDivergedError
+    from glad.models import AdapterMismatchError, WeightsUnavailableError
 
     try:
         return fn()
-    except (ConfigError, DatasetError, OutputConflictError, WeightsUnavailableError, ValueError,
-            FileNotFoundError) as exc:
-        _fail(str(exc))
+    except (ConfigError, DatasetError, OutputConflictError, WeightsUnavailableError, AdapterMismatchError,
+            TrainingDivergedError, ValueError, FileNotFoundError) as exc:
+        _fail(_one_line(exc))
+
+
+class _StopSignals:
+    """SIGINT/SIGTERM ask the run to stop after its current step (a cluster's preemption sends
+    SIGTERM); a second SIGINT stops at once."""
+
+    def __init__(self):
+        self.received = None
+
+    def __call__(self) -> bool:
+        return self.received is not None
+
+    def __enter__(self):
+        import signal
+        import threading
+
+        self._old = {}
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def _handle(self, signum, frame):
+        import signal
+
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
+        click.echo(f"glad: {signal.Signals(signum).name} received: stopping after the current step "
+                   "(Ctrl-C again to stop at once)", err=True)
+
+    def __exit__(self, *exc):
+        import signal
+
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        return False
+
+
+def _resume_command() -> str:
+    import shlex
+
+    args = [a for a in sys.argv[1:] if a != "--resume"]
+    return shlex.join(["glad", *args, "--resume"])
 
 
 @click.command()
 @_common
 @click.option("--resume", is_flag=True, help="Continue unfinished jobs in --output from their checkpoints.")
+@click.option("--demo", is_flag=True,
+              help="The built-in offline demo (glad-tiny on the generated world) for --protocol; other flags "
+                   "still apply.")
 @click.pass_context
-def train(ctx, resume, **params):
+def train(ctx, resume, demo, **params):
     """Train and evaluate a protocol; print the paper-style table.
 
-    With no --dataset and no --model, runs the built-in offline default
-    (glad-tiny on the procedurally generated world).
+    The defaults shown are the paper's (ViT-B-16 `openai`, the protocol's CoOp
+    datasets under --data-root, method glad). With no option choosing data, model,
+    weights or protocol (--dataset, --data-root, --model, --pretrained, --protocol,
+    or the same in --config), `glad train` runs the built-in offline demo instead,
+    with its own settings: glad-tiny on the generated world, zeroshot/lora/glad,
+    10 epochs, seeds 1 2 3 (as does --demo).
     """
-    from glad.engine.runner import run_protocol
+    import signal
 
-    cfg = _build_config(ctx, params)
+    from glad.engine.runner import run_protocol
+    from glad.engine.train import StopRequested
+
+    cfg = _build_config(ctx, params, demo=demo)
     _setup_logging()
-    _run_guarded(lambda: run_protocol(cfg, resume=resume, echo=click.echo))
+    stop = _StopSignals()
+    try:
+        with stop:
+            _run_guarded(lambda: run_protocol(cfg, resume=resume, echo=click.echo, stop_flag=stop))
+    except (StopRequested, KeyboardInterrupt):
+        signum = stop.received or signal.SIGINT
+        click.echo(f"glad: stopped; continue with: {_resume_command()}", err=True)
+        sys.exit(128 + int(signum))
 
 
 @click.command(name="eval")
@@ -185,7 +297,7 @@ def evaluate_cmd(adapter, datasets, split, data_root, model, pretrained, cache_d
 
 @click.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False))
-@click.option("--plot", is_flag=True, help="Also draw results.png (needs matplotlib).")
+@click.option("--plot", is_flag=True, help="Also draw results-<protocol>.png for each protocol (needs matplotlib).")
 def report(folder, plot):
     """Rebuild the results tables (Markdown + CSV) of an output folder."""
     import os
@@ -198,10 +310,11 @@ def report(folder, plot):
     for table in write_tables(records, folder).values():
         click.echo(table.markdown())
     if plot:
-        from glad.engine.plot import plot_base_novel
+        from glad.engine.plot import plot_protocol
 
-        try:
-            path = plot_base_novel(records, os.path.join(folder, "results.png"))
-        except ImportError:
-            _fail("--plot needs matplotlib: pip install matplotlib")
-        click.echo(f"wrote {path}")
+        for protocol in dict.fromkeys(r["protocol"] for r in records):
+            try:
+                path = plot_protocol(records, protocol, os.path.join(folder, f"results-{protocol}.png"))
+            except ImportError:
+                _fail("--plot needs matplotlib: pip install matplotlib")
+            click.echo(f"wrote {path}")

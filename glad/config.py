@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import math
+import re
+import typing
 from dataclasses import dataclass, field
 
 PROTOCOLS = ("base-to-novel", "cross-dataset", "domain-generalization")
@@ -83,9 +86,13 @@ class TrainConfig:
     # Training crop's area fraction; None: the dataset's own (built-in world: 0.9-1, since a
     # small crop of a 32 px picture can cut out the objects that are its label), else CoOp's 0.08-1.
     crop_scale: list[float] | None = None
+    # QuickGELU activations; None: decided from the weights (OpenAI's are QuickGELU).
+    quick_gelu: bool | None = None
 
     def validate(self) -> TrainConfig:
         """Raise ConfigError naming the first bad setting; returns self for chaining."""
+        for f in dataclasses.fields(self):
+            _check_type(f.name, getattr(self, f.name), _FIELD_TYPES[f.name])
         if self.protocol not in PROTOCOLS:
             raise ConfigError(f"unknown protocol {self.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
         for name in self.methods:
@@ -109,6 +116,10 @@ class TrainConfig:
             (self.precision in ("auto", "fp32", "bf16"), f"--precision must be auto, fp32 or bf16, got {self.precision!r}"),
             (bool(self.seeds), "no seed given; pass --seeds 1 2 3"),
             (self.grad_clip is None or self.grad_clip > 0, f"--grad-clip must be > 0, got {self.grad_clip}"),
+            (self.template is None or _one_slot(self.template),
+             f"--template must hold exactly one {{}} for the class name, e.g. 'a photo of a {{}}.', "
+             f"got {self.template!r}"),
+            (_device_ok(self.device), f"--device must be auto, cpu, cuda or cuda:N, got {self.device!r}"),
             (self.crop_scale is None or (len(self.crop_scale) == 2 and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1),
              f"--crop-scale must be two numbers 0 < low <= high <= 1, got {self.crop_scale}"),
         ]
@@ -122,17 +133,87 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**data)
+        """Settings by field name; see `canonical_settings` for the other spellings accepted."""
+        return cls(**canonical_settings(data))
 
     def training_identity(self) -> dict:
         """The settings that change what a trained adapter is (not where or how fast it runs)."""
         ignore = {"protocol", "output", "workers", "eval_batch_size", "device", "checkpoint_every", "datasets",
                   "seeds", "methods", "data_root", "cache_dir", "offline"}
         return {k: v for k, v in self.to_dict().items() if k not in ignore}
+
+
+def canonical_settings(data: dict) -> dict:
+    """`data` keyed by TrainConfig field: the CLI's flag names (`dataset`, `seed`, `method`,
+    `batch-size`, `grad-clip-norm`) are accepted too; an unknown name gets a "did you mean"."""
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    values = {}
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name in _FLAG_ALIASES:
+            name, value = _FLAG_ALIASES[name](value)
+        if name not in known:
+            close = difflib.get_close_matches(name, sorted(known) + sorted(_FLAG_ALIASES), n=1, cutoff=0.6)
+            hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(known))}"
+            raise ConfigError(f"unknown setting {key!r}{hint}")
+        values[name] = value
+    return values
+
+
+def _as_list(value):
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+# Singular CLI spellings of list settings (a YAML file may use the flag's name).
+_FLAG_ALIASES = {
+    "dataset": lambda v: ("datasets", _as_list(v)),
+    "seed": lambda v: ("seeds", _as_list(v)),
+    "method": lambda v: ("methods", _as_list(v)),
+    "grad_clip_norm": lambda v: ("grad_clip", v),
+    "warmup": lambda v: ("warmup_iters", v),
+}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _check_type(name: str, value, annotation) -> None:
+    """Refuse a value of the wrong type (a YAML string for a number) or a non-finite number."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if value is None and type(None) in args:
+        return
+    if args and type(None) in args:  # X | None
+        annotation = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{_flag(name)} must be a list, got {value!r}")
+        for v in value:
+            _check_type(name, v, args[0])
+        return
+    expected = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}[annotation]
+    ok = {int: isinstance(value, int) and not isinstance(value, bool),
+          float: isinstance(value, (int, float)) and not isinstance(value, bool),
+          bool: isinstance(value, bool), str: isinstance(value, str)}[annotation]
+    if not ok:
+        raise ConfigError(f"{_flag(name)} must be {expected}, got {value!r} ({type(value).__name__})")
+    if annotation is float and not math.isfinite(value):
+        raise ConfigError(f"{_flag(name)} must be a finite number, got {value!r}")
+
+
+_FIELD_TYPES = typing.get_type_hints(TrainConfig)
+
+
+def _one_slot(template: str) -> bool:
+    try:
+        return template.count("{}") == 1 and template.format("x").count("x") >= 1
+    except (IndexError, KeyError, ValueError):
+        return False
+
+
+def _device_ok(device: str) -> bool:
+    return bool(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device))
 
 
 def dumps(config: TrainConfig) -> str:

@@ -222,7 +222,7 @@ def test_eval_and_report_rebuild(tiny, data_root, tmp_path):
     res = CliRunner().invoke(cli, ["report", str(out), "--plot"])
     assert res.exit_code == 0, res.output
     assert (out / "results.md").read_text().startswith("### Base-to-novel")
-    assert (out / "results.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (out / "results-base-to-novel.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     res = CliRunner().invoke(cli, ["report", str(tmp_path)])
     assert res.exit_code == 2 and "results.jsonl" in res.output
 

@@ -24,9 +24,9 @@ def load_image(path: str) -> Image.Image:
         raise MissingDataError(f"image not found: {path}; it was listed when the dataset was built, "
                                f"so the data folder changed since.") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise CorruptImageError(f"cannot decode image {path} ({type(e).__name__}: {e}); replace the "
-                                f"file, or pass skip_corrupt=True (--skip-corrupt) to skip and count "
-                                f"such images.") from e
+        raise CorruptImageError(f"cannot decode image {path} ({type(e).__name__}: {e}); replace or "
+                                f"remove the file (library users: ImageDataset(..., skip_corrupt=True) "
+                                f"skips and counts such images).") from e
 
 
 class ImageDataset(Dataset):

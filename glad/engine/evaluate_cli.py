@@ -20,8 +20,9 @@ def evaluate_adapter(adapter: str | None, datasets: list[str], split: str = "all
         weights = None
     runtime = setup_runtime(device, precision)
     data = [build_dataset(name, data_root) for name in datasets]  # fail on missing data before loading weights
+    # The activation the adapter was trained with (older adapters: decided from the weights).
     clip, _, _, tokenizer = load_clip(model_name, weights, cache_dir=cache_dir, device=runtime.device,
-                                      offline=offline)
+                                      offline=offline, quick_gelu=config.get("quick_gelu"))
     lora = LoraConfig.from_dict(config["lora"]) if config.get("lora") else None
     net = GladModel(clip, tokenizer, lora=lora, use_alignnet=bool(config.get("alignnet")),
                     model_name=model_name, pretrained=weights).to(runtime.device)

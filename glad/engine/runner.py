@@ -33,6 +33,7 @@ import glad
 from glad.config import METHODS, ConfigError, TrainConfig
 from glad.data import (
     PROTOCOLS,
+    MissingDataError,
     build_dataset,
     fewshot,
     subsample_classes,
@@ -42,9 +43,16 @@ from glad.data import (
 from glad.engine.evaluate import evaluate
 from glad.engine.results import read_records, write_tables
 from glad.engine.runtime import Runtime, setup_runtime
-from glad.engine.train import train
+from glad.engine.train import StopRequested, train
 from glad.io import append_line, atomic_write_text
-from glad.models import GladModel, LoraConfig, load_adapter, load_clip, save_adapter
+from glad.models import (
+    GladModel,
+    LoraConfig,
+    load_adapter,
+    load_clip,
+    save_adapter,
+    uses_quick_gelu,
+)
 
 log = logging.getLogger("glad")
 
@@ -76,6 +84,35 @@ def plan(cfg: TrainConfig) -> list[Job]:
     return [Job(source, "all", tuple([(source, "all")] + [(t, "all") for t in targets]))]
 
 
+def dataset_label(spec: str) -> str:
+    """A short readable name for a dataset spec: the CoOp/registered name, or the folder or file
+    stem of `imagefolder:PATH`, `PATH.csv` and `PATH.json`."""
+    from glad.data.registry import normalize_name
+    from glad.data.userdata import IMAGEFOLDER_PREFIX
+
+    raw = spec.strip()
+    if raw.lower().startswith(IMAGEFOLDER_PREFIX):
+        raw = raw[len(IMAGEFOLDER_PREFIX):]
+    elif not raw.lower().endswith((".csv", ".json")):
+        return normalize_name(raw)
+    stem = os.path.splitext(os.path.basename(os.path.normpath(os.path.expanduser(raw))))[0]
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem) or "dataset"
+
+
+def dataset_labels(specs) -> dict[str, str]:
+    """`dataset_label` of each spec, made unique within the run (`-2`, `-3` ... on clashes)."""
+    labels, taken = {}, set()
+    for spec in specs:
+        if spec in labels:
+            continue
+        label, n = dataset_label(spec), 2
+        while label in taken:
+            label, n = f"{dataset_label(spec)}-{n}", n + 1
+        labels[spec] = label
+        taken.add(label)
+    return labels
+
+
 def _git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=os.path.dirname(glad.__file__),
@@ -97,8 +134,8 @@ def _provenance() -> dict:
 def check_output(cfg: TrainConfig, resume: bool) -> None:
     """Refuse to mix runs: an output folder holds one set of training settings."""
     path = os.path.join(cfg.output, "config.json")
-    if not os.path.exists(path):
-        return
+    if not os.path.exists(path) or not _holds_results(cfg.output):
+        return  # nothing there, or only the settings of a run that failed before its first result
     with open(path, encoding="utf-8") as f:
         saved = json.load(f).get("training_identity", {})
     mine = cfg.training_identity()
@@ -114,19 +151,32 @@ def check_output(cfg: TrainConfig, resume: bool) -> None:
                                           "continue it, or choose another --output")
 
 
-def _write_run_config(cfg: TrainConfig) -> None:
-    data = {"config": cfg.to_dict(), "training_identity": cfg.training_identity(), **_provenance()}
+def _holds_results(output: str) -> bool:
+    """Whether a run left anything of value in `output`: results, checkpoints or finished jobs."""
+    if os.path.exists(os.path.join(output, "results.jsonl")):
+        return True
+    for _, dirs, files in os.walk(output):
+        if "checkpoints" in dirs or "done.json" in files or "adapter_model.safetensors" in files:
+            return True
+    return False
+
+
+def _write_run_config(cfg: TrainConfig, resolved: dict) -> None:
+    data = {"config": cfg.to_dict(), "training_identity": cfg.training_identity(), "resolved": resolved,
+            **_provenance()}
     atomic_write_text(os.path.join(cfg.output, "config.json"), json.dumps(data, indent=2, sort_keys=True))
 
 
 class Runner:
-    def __init__(self, cfg: TrainConfig, resume: bool = False, echo=print):
+    def __init__(self, cfg: TrainConfig, resume: bool = False, echo=print, stop_flag=lambda: False):
         self.cfg = cfg.validate()
         self.resume = resume
         self.echo = echo
+        self.stop_flag = stop_flag
         self.runtime: Runtime | None = None
         self._datasets = {}
         self._clip = None
+        self.labels: dict[str, str] = {}
 
     # -- pieces -------------------------------------------------------------------------
     def dataset(self, name):
@@ -142,7 +192,7 @@ class Runner:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(0)
                 self._clip = load_clip(cfg.model, cfg.pretrained, cache_dir=cfg.cache_dir,
-                                       device=self.runtime.device, offline=cfg.offline)
+                                       device=self.runtime.device, offline=cfg.offline, quick_gelu=cfg.quick_gelu)
         return self._clip
 
     def build_model(self, method, seed: int) -> GladModel:
@@ -161,18 +211,36 @@ class Runner:
         size = self.base_clip()[0].visual.image_size
         return size[0] if isinstance(size, (tuple, list)) else int(size)
 
+    def resolved(self) -> dict:
+        """What the settings turned into: the model really built and each dataset's source."""
+        clip = self.base_clip()[0]
+        return {"quick_gelu": uses_quick_gelu(clip), "image_size": self.image_size(),
+                "datasets": {label: spec for spec, label in self.labels.items()}}
+
+    def _check_stop(self):
+        if self.stop_flag():
+            raise StopRequested("stopped between jobs")
+
     # -- the run ------------------------------------------------------------------------
     def run(self):
         cfg = self.cfg
         self.runtime = setup_runtime(cfg.device, cfg.precision, cfg.deterministic)
         check_output(cfg, self.resume)
         jobs = plan(cfg)
-        for job in jobs:  # fail on missing data now, not after hours of training
-            for name in {job.train_dataset, *(e for e, _ in job.evals)}:
-                self.dataset(name)
+        self.labels = dataset_labels(n for job in jobs for n in (job.train_dataset, *(e for e, _ in job.evals)))
+        missing = []
+        for spec in self.labels:  # fail on missing data now, not after hours of training
+            try:
+                self.dataset(spec)
+            except MissingDataError as e:
+                missing.append(str(e))
+        if missing:
+            more = f" (and {len(missing) - 1} more missing dataset(s))" if len(missing) > 1 else ""
+            raise MissingDataError(missing[0] + more)
+        self.base_clip()  # weights load (or fail) before anything is written
         if self.runtime.is_main:
             os.makedirs(cfg.output, exist_ok=True)
-            _write_run_config(cfg)
+            _write_run_config(cfg, self.resolved())
         results_path = os.path.join(cfg.output, "results.jsonl")
         # Read once: each (method, job, seed) is visited once a run, so no record added below
         # can change what is done.
@@ -182,6 +250,7 @@ class Runner:
             method = METHODS[method_name]
             for job in jobs:
                 for seed in cfg.seeds:
+                    self._check_stop()
                     self._run_job(method, job, seed, results_path, done)
         records = read_records(results_path)
         tables = {}
@@ -194,16 +263,19 @@ class Runner:
 
     def _run_job(self, method, job: Job, seed: int, results_path: str, done: set) -> None:
         cfg, runtime = self.cfg, self.runtime
-        todo = [(e, s) for e, s in job.evals if (method.name, job.train_dataset, e, s, seed) not in done]
+        train_label = self.labels[job.train_dataset]
+        todo = [(e, s) for e, s in job.evals if (method.name, train_label, self.labels[e], s, seed) not in done]
         if not todo:
-            log.info("%s %s seed %d: done, skipped", method.name, job.train_dataset, seed)
+            log.info("%s %s seed %d: done, skipped", method.name, train_label, seed)
             return
-        job_dir = os.path.join(cfg.output, method.name, f"{job.train_dataset}-{job.classes}", f"seed{seed}")
+        job_dir = os.path.join(cfg.output, method.name, f"{train_label}-{job.classes}", f"seed{seed}")
         model = self.build_model(method, seed)
+        extra = {}
         if method.train:
-            self._train_or_load(model, method, job, seed, job_dir)
+            extra = self._train_or_load(model, method, job, seed, job_dir)
         transform = test_transform(self.image_size())
         for eval_name, split in todo:
+            self._check_stop()
             data = self.dataset(eval_name)
             if split != "all":
                 data = subsample_classes(data, split)
@@ -211,44 +283,68 @@ class Runner:
                 start = time.perf_counter()
                 res = evaluate(model, data.test, data.classnames, cfg.template or data.template, transform,
                                runtime, batch_size=cfg.eval_batch_size, workers=cfg.workers)
-                record = {"protocol": cfg.protocol, "method": method.name, "train_dataset": job.train_dataset,
-                          "eval_dataset": eval_name, "split": split, "seed": seed, "shots": cfg.shots,
-                          "model": cfg.model, "pretrained": cfg.pretrained, **res,
+                record = {"protocol": cfg.protocol, "method": method.name, "train_dataset": train_label,
+                          "eval_dataset": self.labels[eval_name], "split": split, "seed": seed,
+                          "shots": cfg.shots, "model": cfg.model, "pretrained": cfg.pretrained,
+                          "quick_gelu": uses_quick_gelu(model.clip), **extra, **res,
                           "eval_seconds": round(time.perf_counter() - start, 3),
                           "config": cfg.to_dict(), **_provenance()}
                 append_line(results_path, json.dumps(record, sort_keys=True))
                 if method.train:
                     append_line(os.path.join(job_dir, "results.jsonl"), json.dumps(record, sort_keys=True))
-                self.echo(f"{method.name:>14} | {job.train_dataset} -> {eval_name} [{split}] seed {seed}: "
+                self.echo(f"{method.name:>14} | {train_label} -> {self.labels[eval_name]} [{split}] seed {seed}: "
                           f"{res['accuracy']:.2f}% of {res['num_samples']}")
             runtime.barrier()
 
-    def _train_or_load(self, model, method, job: Job, seed: int, job_dir: str) -> None:
+    def _train_or_load(self, model, method, job: Job, seed: int, job_dir: str) -> dict:
+        """Train the job (or load its finished adapter); returns what its records carry."""
         cfg, runtime = self.cfg, self.runtime
         adapter = os.path.join(job_dir, "adapter")
-        if os.path.exists(os.path.join(job_dir, "done.json")):
-            load_adapter(model, adapter)
-            return
         data = fewshot(self.dataset(job.train_dataset), cfg.shots, seed)
         if job.classes != "all":
             data = subsample_classes(data, job.classes)
+        short = short_classes(data.train, data.classnames, cfg.shots)
+        extra = {"short_classes": short}
+        if os.path.exists(os.path.join(job_dir, "done.json")):
+            load_adapter(model, adapter)
+            return extra
+        if short and runtime.is_main:
+            listed = ", ".join(f"{name} ({n})" for name, n in list(short.items())[:10])
+            log.warning("%s: %d class(es) have fewer than %d training images and train on what they have: %s%s",
+                        self.labels[job.train_dataset], len(short), cfg.shots, listed,
+                        " ..." if len(short) > 10 else "")
         start = time.perf_counter()
         crop_scale = cfg.crop_scale or data.info.get("crop_scale") or (0.08, 1.0)
         stats = train(model, method, cfg, data.train, data.classnames, cfg.template or data.template,
-                      train_transform(self.image_size(), tuple(crop_scale)), seed, job_dir, runtime)
+                      train_transform(self.image_size(), tuple(crop_scale)), seed, job_dir, runtime,
+                      stop_flag=self.stop_flag)
         if runtime.is_main:
             save_adapter(model, adapter)
             job_config = {"config": cfg.to_dict(), "method": method.name, "train_dataset": job.train_dataset,
-                          "classes": job.classes, "seed": seed, **_provenance()}
+                          "classes": job.classes, "seed": seed, "resolved": self.resolved(), **_provenance()}
             atomic_write_text(os.path.join(job_dir, "config.json"), json.dumps(job_config, indent=2, sort_keys=True))
             stats["train_seconds"] = round(time.perf_counter() - start, 3)
+            stats["short_classes"] = short
             atomic_write_text(os.path.join(job_dir, "done.json"), json.dumps(stats, indent=2))
             shutil.rmtree(os.path.join(job_dir, "checkpoints"), ignore_errors=True)
         runtime.barrier()
+        return extra
 
 
-def run_protocol(cfg: TrainConfig, resume: bool = False, echo=print):
-    """Run `cfg.protocol` for every method, dataset and seed; returns the tables printed."""
+def short_classes(items, classnames, shots: int) -> dict[str, int]:
+    """Classes of a few-shot training set holding fewer than `shots` images: {class name: count}."""
+    counts = [0] * len(classnames)
+    for item in items:
+        counts[item.label] += 1
+    return {classnames[i]: n for i, n in enumerate(counts) if n < shots}
+
+
+def run_protocol(cfg: TrainConfig, resume: bool = False, echo=print, stop_flag=lambda: False):
+    """Run `cfg.protocol` for every method, dataset and seed; returns the tables printed.
+
+    `stop_flag()` turning true stops the run after the current step (with a checkpoint) or
+    between evaluations, raising StopRequested; `--resume` continues it.
+    """
     if cfg.protocol not in ("base-to-novel", "cross-dataset", "domain-generalization"):
         raise ConfigError(f"unknown protocol {cfg.protocol!r}")
-    return Runner(cfg, resume=resume, echo=echo).run()
+    return Runner(cfg, resume=resume, echo=echo, stop_flag=stop_flag).run()

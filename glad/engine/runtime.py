@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from glad.config import ConfigError
+
 
 @dataclass
 class Runtime:
@@ -38,8 +40,18 @@ def setup_runtime(device: str = "auto", precision: str = "auto", deterministic: 
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device == "auto":
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
-    dev = torch.device(device)
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device must be auto, cpu, cuda or cuda:N, got {device!r}") from None
     if dev.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ConfigError(f"--device {device}: no CUDA device is visible here; use --device cpu "
+                              "(or auto, which picks a GPU when there is one)")
+        if dev.index is not None and dev.index >= count:
+            raise ConfigError(f"--device {device}: only {count} CUDA device(s) are visible (cuda:0 to "
+                              f"cuda:{count - 1})")
         torch.cuda.set_device(dev)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")

@@ -26,6 +26,30 @@ from glad.optim import GradReg
 
 log = logging.getLogger("glad")
 
+# Under torchrun the ranks agree on a stop request every this many steps (one tiny all-reduce).
+STOP_POLL_STEPS = 10
+
+
+class TrainingDivergedError(RuntimeError):
+    """The adapter's parameters became NaN or Inf; nothing of the job was saved."""
+
+
+class StopRequested(Exception):  # noqa: N818 - a request, not an error
+    """SIGINT/SIGTERM arrived: the job stopped after a step, with a checkpoint to resume from."""
+
+
+def _stop_agreed(stop_flag, step: int, runtime: Runtime) -> bool:
+    """Whether to stop now; under torchrun every rank must stop after the same step."""
+    if runtime.world_size == 1:
+        return stop_flag()
+    if step % STOP_POLL_STEPS:
+        return False
+    import torch.distributed as dist
+
+    flag = torch.tensor([1.0 if stop_flag() else 0.0], device=runtime.device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return bool(flag.item())
+
 
 def cosine_factor(total_iters: int, warmup_iters: int = 0):
     """LR multiplier per iteration: linear warmup, then cosine from 1 to 0."""
@@ -87,8 +111,13 @@ def make_train_loader(items, transform, cfg: TrainConfig, seed: int, runtime: Ru
 
 
 def train(model, method: Method, cfg: TrainConfig, items, classnames, template, transform,
-          seed: int, job_dir: str, runtime: Runtime) -> dict:
-    """Tune `model` (a GladModel) in place; resumes from `job_dir/checkpoints` when one is there."""
+          seed: int, job_dir: str, runtime: Runtime, stop_flag=lambda: False) -> dict:
+    """Tune `model` (a GladModel) in place; resumes from `job_dir/checkpoints` when one is there.
+
+    Raises TrainingDivergedError (naming the step) as soon as a parameter is NaN/Inf at a
+    check, before anything is saved; StopRequested after saving a checkpoint once
+    `stop_flag()` turns true (checked after every step).
+    """
     device = runtime.device
     tokens = model.tokenize([format_prompt(template, c) for c in classnames]).to(device)
     loader, sampler = make_train_loader(items, transform, cfg, seed, runtime)
@@ -121,7 +150,19 @@ def train(model, method: Method, cfg: TrainConfig, items, classnames, template, 
         epoch, batch, step = state["epoch"], state["batch"], state["step"]
         log.info("resumed %s at epoch %d, batch %d (step %d)", job_dir, epoch, batch, step)
 
+    # The step at which a parameter first stopped being finite, kept on the device: read only
+    # where the loop syncs anyway (before a checkpoint and at the end), so no step waits for it.
+    first_bad = torch.full((), -1, dtype=torch.long, device=device)
+
+    def check_finite():
+        bad = int(first_bad.item())
+        if bad >= 0:
+            raise TrainingDivergedError(
+                f"training {job_dir} diverged: the adapter's parameters became NaN/Inf at step {bad} "
+                f"(--lr {cfg.lr}); nothing was saved. Lower --lr, or set --grad-clip")
+
     def save(next_epoch, next_batch):
+        check_finite()
         if runtime.is_main:
             state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "rng": rng_state(), "epoch": next_epoch, "batch": next_batch, "step": step}
@@ -143,17 +184,24 @@ def train(model, method: Method, cfg: TrainConfig, items, classnames, template, 
             scheduler.step()
             step += 1
             batch += 1
+            finite = torch.stack(torch._foreach_norm(params)).isfinite().all()
+            first_bad = torch.where(finite | (first_bad >= 0), first_bad, step)
             running.append(loss.detach())
             bar.update(1)
             if step >= total_iters:
                 break
             if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
                 save(epoch, batch)
+            if _stop_agreed(stop_flag, step, runtime):
+                save(epoch, batch)
+                bar.close()
+                raise StopRequested(f"stopped {job_dir} after step {step}; checkpoint saved")
         if batch >= sampler.batches_per_epoch:
             epoch, batch = epoch + 1, 0
         if step < total_iters:
             save(epoch, batch)
     bar.close()
+    check_finite()
     mean_loss = torch.stack(running).mean().item() if running else float("nan")
     stats = {"steps": step, "epochs": cfg.epochs, "mean_loss_last_run": mean_loss,
              "skipped_steps": int(getattr(optimizer, "skipped_steps", 0))}

@@ -19,7 +19,13 @@ from glad.models.inject import (
     merge_lora,
     unmerge_lora,
 )
-from glad.models.loading import WeightsUnavailableError, load_clip, set_offline
+from glad.models.loading import (
+    WeightsUnavailableError,
+    load_clip,
+    quick_gelu_of_file,
+    set_offline,
+    uses_quick_gelu,
+)
 from glad.models.lora import LoraAdapter, LoraConfig, LoraLinear
 from glad.models.loss import glad_loss
 from glad.models.replay import RngReplay
@@ -43,6 +49,8 @@ __all__ = [
     "load_adapter",
     "load_clip",
     "lora_config",
+    "quick_gelu_of_file",
+    "uses_quick_gelu",
     "lora_named_parameters",
     "lora_parameters",
     "merge_lora",

@@ -22,6 +22,7 @@ from glad.models.inject import (
     merge_lora,
     unmerge_lora,
 )
+from glad.models.loading import uses_quick_gelu
 from glad.models.lora import LoraConfig
 
 CONFIG_NAME = "adapter_config.json"
@@ -63,6 +64,7 @@ def adapter_config_dict(model: nn.Module) -> dict:
         "peft_type": "LORA",
         "base_model_name_or_path": model_name,
         "pretrained": pretrained,
+        "quick_gelu": uses_quick_gelu(clip),
         "lora": None if lora is None else lora.to_dict(),
         "alignnet": None if alignnet is None else {"embed_dim": alignnet.embed_dim, "hidden": list(alignnet.hidden)},
     }
@@ -146,6 +148,12 @@ def _check_config(config: dict, model: nn.Module, folder: str, check_base: bool)
                 f"adapter in {folder!r} was trained on model {saved_name!r} with weights {saved_weights!r}, "
                 f"but this model is {model_name!r} with weights {pretrained!r}; load the adapter on "
                 f"--model {saved_name} --pretrained {saved_weights} (or pass check_base=False to override)")
+        saved_gelu = config.get("quick_gelu")
+        if saved_gelu is not None and saved_gelu != uses_quick_gelu(clip):
+            raise AdapterMismatchError(
+                f"adapter in {folder!r} was trained on a model with {'QuickGELU' if saved_gelu else 'GELU'} "
+                f"activations, but this one uses {'GELU' if saved_gelu else 'QuickGELU'}; load the base model "
+                f"with quick_gelu={saved_gelu} (--{'' if saved_gelu else 'no-'}quick-gelu)")
 
 
 def load_adapter(model: nn.Module, folder: str, *, check_base: bool = True) -> nn.Module:
@@ -162,7 +170,11 @@ def load_adapter(model: nn.Module, folder: str, *, check_base: bool = True) -> n
     path = os.path.join(folder, WEIGHTS_NAME)
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no {WEIGHTS_NAME} in {folder!r} (the adapter folder is incomplete)")
-    saved = load_file(path, device="cpu")
+    try:
+        saved = load_file(path, device="cpu")
+    except Exception as e:  # noqa: BLE001 - safetensors raises its own types for a damaged file
+        raise AdapterMismatchError(f"cannot read {path} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                                   "the file is damaged or truncated: train the adapter again or restore it") from None
     params = adapter_tensors(model)
     missing, unexpected = sorted(set(params) - set(saved)), sorted(set(saved) - set(params))
     if missing or unexpected:

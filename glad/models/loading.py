@@ -7,11 +7,14 @@ open_clip is imported inside the functions so that ``offline=True`` can set
 from __future__ import annotations
 
 import difflib
+import logging
 import os
 import sys
 import zipfile
 
 import torch
+
+log = logging.getLogger("glad")
 
 BUILTIN_TINY = "glad-tiny"
 _NONE_VALUES = ("", "none", "random", "null")
@@ -78,9 +81,64 @@ def _is_torchscript(path: str) -> bool:
         return any(n.endswith("constants.pkl") or "/code/" in n for n in z.namelist())
 
 
-def _looks_openai(path: str) -> bool:
-    # OpenAI's own checkpoints are TorchScript archives; converted copies usually keep the name.
-    return "openai" in os.path.basename(path).lower() or _is_torchscript(path)
+# Keys that only OpenAI's own checkpoints carry (their TorchScript archives and dumps of them).
+_OPENAI_ONLY_KEYS = ("input_resolution", "context_length", "vocab_size")
+
+
+def _config_beside(path: str) -> bool | None:
+    """`quick_gelu` of an open_clip_config.json next to the weights (a Hugging Face snapshot)."""
+    import json
+
+    config = os.path.join(os.path.dirname(os.path.abspath(path)), "open_clip_config.json")
+    if not os.path.isfile(config):
+        return None
+    try:
+        with open(config, encoding="utf-8") as f:
+            value = json.load(f).get("model_cfg", {}).get("quick_gelu")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return value if isinstance(value, bool) else None
+
+
+def _file_keys(path: str) -> set[str]:
+    if path.endswith(".safetensors"):
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as f:
+            return set(f.keys())
+    return set()
+
+
+def quick_gelu_of_file(path: str) -> tuple[bool | None, str]:
+    """Whether a weights file holds QuickGELU (OpenAI) weights, and why: (True/False/None, reason).
+
+    Signals, strongest first: an open_clip_config.json beside the file; an OpenAI TorchScript
+    archive; keys only OpenAI checkpoints have; "openai" or "quickgelu" anywhere in the path
+    (open_clip's own cache folders name the tag, e.g. `models--timm--vit_base_patch16_clip_224.openai`).
+    None: nothing tells.
+    """
+    beside = _config_beside(path)
+    if beside is not None:
+        return beside, "the open_clip_config.json beside it"
+    if _is_torchscript(path):
+        return True, "an OpenAI TorchScript archive"
+    try:
+        keys = _file_keys(path)
+    except Exception:  # noqa: BLE001 - an unreadable file is reported when it is loaded
+        keys = set()
+    if keys & set(_OPENAI_ONLY_KEYS):
+        return True, "OpenAI's checkpoint keys (input_resolution, context_length, vocab_size)"
+    lowered = os.path.abspath(path).lower()
+    if "quickgelu" in lowered or "quick_gelu" in lowered:
+        return True, "'quickgelu' in its path"
+    if "openai" in lowered:
+        return True, "'openai' in its path"
+    return None, "nothing in the file or its path tells"
+
+
+def uses_quick_gelu(model: torch.nn.Module) -> bool:
+    """True when the model's transformer blocks use QuickGELU (what really runs, not a setting)."""
+    return any(type(m).__name__ == "QuickGELU" for m in model.modules())
 
 
 def read_state_dict(path: str) -> dict[str, torch.Tensor]:
@@ -92,8 +150,6 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
         # OpenAI's released .pt files: a TorchScript archive holds TorchScript code and tensors,
         # not arbitrary Python pickles, so torch.jit.load is the safe way to read it.
         sd = torch.jit.load(path, map_location="cpu").state_dict()
-        for key in ("input_resolution", "context_length", "vocab_size"):
-            sd.pop(key, None)
     else:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(sd, dict) and "state_dict" in sd:
@@ -102,6 +158,8 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
         raise ValueError(f"{path} holds no state dict (got {type(sd).__name__}); expected CLIP weights")
     if next(iter(sd)).startswith("module."):
         sd = {k[len("module."):]: v for k, v in sd.items()}
+    for key in _OPENAI_ONLY_KEYS:  # scalars of OpenAI's checkpoints, not weights
+        sd.pop(key, None)
     return sd
 
 
@@ -156,6 +214,25 @@ def _download_tag(model: str, tag: str, cfg: dict, cache_dir: str | None) -> str
     return target
 
 
+def _decide_quick_gelu(name: str, pretrained, checkpoint: str | None, tag_cfg: dict) -> bool:
+    """open_clip's rule for tags (the tag's own config); for files, `quick_gelu_of_file`."""
+    import open_clip
+
+    if open_clip.get_model_config(name).get("quick_gelu"):  # a *-quickgelu architecture
+        return True
+    if tag_cfg:
+        return bool(tag_cfg.get("quick_gelu", False))
+    if checkpoint is None:
+        return False
+    value, reason = quick_gelu_of_file(checkpoint)
+    if value is None:
+        log.warning("cannot tell whether %s holds OpenAI weights (%s): using GELU; pass --quick-gelu for "
+                    "OpenAI weights, or --no-quick-gelu to confirm GELU", checkpoint, reason)
+        return False
+    log.info("%s: %s (%s)", os.path.basename(checkpoint), "QuickGELU" if value else "GELU", reason)
+    return value
+
+
 def load_clip(model: str = "ViT-B-16", pretrained: str | None = "openai", cache_dir: str | None = None,
               device=None, offline: bool = False, *, precision: str = "fp32", quick_gelu: bool | None = None):
     """Load an open_clip CLIP: ``(model, preprocess_train, preprocess_val, tokenizer)``.
@@ -171,9 +248,9 @@ def load_clip(model: str = "ViT-B-16", pretrained: str | None = "openai", cache_
         device: where the model goes (default: CUDA if available, else CPU).
         offline: never download (sets ``HF_HUB_OFFLINE=1``); cached weights still load.
         precision: open_clip precision (``fp32``, ``fp16``, ``bf16``, ``pure_fp16`` ...).
-        quick_gelu: force QuickGELU on/off; by default on for OpenAI weights (tag ``openai``,
-            or a file that is an OpenAI TorchScript archive or has "openai" in its name), whose
-            activations are QuickGELU.
+        quick_gelu: force QuickGELU on/off. By default decided as open_clip means it: the tag's
+            own config for a tag; for a file, `quick_gelu_of_file` (OpenAI weights are QuickGELU),
+            with a warning when nothing tells. `uses_quick_gelu(model)` says what was built.
 
     Raises:
         WeightsUnavailableError: the weights cannot be had; the message names the tag or file,
@@ -234,8 +311,7 @@ def load_clip(model: str = "ViT-B-16", pretrained: str | None = "openai", cache_
         checkpoint = _download_tag(model, pretrained, tag_cfg, cache_dir)
 
     if quick_gelu is None:
-        quick_gelu = bool(tag_cfg.get("quick_gelu", False)) or (
-            checkpoint is not None and not tag_cfg and _looks_openai(checkpoint))
+        quick_gelu = _decide_quick_gelu(name, pretrained, checkpoint, tag_cfg)
     # the tag's preprocessing (mean/std/interpolation/resize) as open_clip would apply it
     preprocess = {f"image_{k}": tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tag_cfg}
     clip, pre_train, pre_val = open_clip.create_model_and_transforms(
