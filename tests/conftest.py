@@ -24,3 +24,12 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="session")
+def user_home(tmp_path_factory):
+    """A user's home: ~/data with the 15 CoOp datasets, OpenAI's ViT-B-16 (random weights) in the
+    Hugging Face cache and as a plain state-dict file (see user_fixtures)."""
+    from user_fixtures import make_user_home
+
+    return make_user_home(tmp_path_factory.mktemp("user"))

@@ -169,3 +169,64 @@ def test_offline_flag(monkeypatch):
     set_offline(True)
     assert os.environ["HF_HUB_OFFLINE"] == "1" and constants.HF_HUB_OFFLINE is True
     assert offline_enabled()
+
+
+def _save_tiny(path, quick_gelu=True, extra=None):
+    source = _source_weights(quick_gelu=quick_gelu)
+    sd = {k: v.contiguous() for k, v in source.state_dict().items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if str(path).endswith(".safetensors"):
+        save_file(sd, str(path))
+    else:
+        torch.save({**sd, **(extra or {})}, path)
+    return source
+
+
+def test_openai_origin_from_the_whole_path(tiny_name, tmp_path):
+    # open_clip's own cache names the tag in a folder, not in the file name
+    path = tmp_path / "models--timm--tiny.openai" / "snapshots" / "abc" / "open_clip_model.safetensors"
+    _save_tiny(path)
+    assert _activation(load_clip(tiny_name, str(path), device="cpu")[0]) is QuickGELU
+
+
+def test_openai_origin_from_the_checkpoint_keys(tiny_name, tmp_path):
+    path = tmp_path / "weights" / "clip-state.pt"
+    scalars = {"input_resolution": torch.tensor(32), "context_length": torch.tensor(77),
+               "vocab_size": torch.tensor(49408)}
+    source = _save_tiny(path, extra=scalars)
+    model = load_clip(tiny_name, str(path), device="cpu")[0]
+    assert _activation(model) is QuickGELU
+    _assert_same_weights(model, source)
+
+
+def test_config_beside_the_weights_decides(tiny_name, tmp_path):
+    import json
+
+    path = tmp_path / "openai-named" / "open_clip_model.safetensors"
+    _save_tiny(path, quick_gelu=False)
+    (path.parent / "open_clip_config.json").write_text(json.dumps({"model_cfg": {"quick_gelu": False}}))
+    assert _activation(load_clip(tiny_name, str(path), device="cpu")[0]) is torch.nn.GELU
+
+
+def test_undetermined_file_warns_and_uses_gelu(tiny_name, tmp_path, caplog):
+    path = tmp_path / "weights" / "mystery.safetensors"
+    _save_tiny(path, quick_gelu=False)
+    with caplog.at_level("WARNING", logger="glad"):
+        model = load_clip(tiny_name, str(path), device="cpu")[0]
+    assert _activation(model) is torch.nn.GELU
+    assert [r for r in caplog.records if "--quick-gelu" in r.getMessage()]
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="glad"):
+        assert _activation(load_clip(tiny_name, str(path), device="cpu", quick_gelu=True)[0]) is QuickGELU
+    assert not [r for r in caplog.records if r.name == "glad"]  # an explicit choice needs no guess
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("which", ["hf_weights", "state_dict_file"])
+def test_vitb16_openai_files_build_quick_gelu_everywhere(user_home, which):
+    from glad.models import uses_quick_gelu
+
+    model = load_clip("ViT-B-16", str(getattr(user_home, which)), device="cpu")[0]
+    blocks = [*model.visual.transformer.resblocks, *model.transformer.resblocks]
+    assert len(blocks) == 24 and all(type(b.mlp.gelu) is QuickGELU for b in blocks)
+    assert not any(isinstance(m, torch.nn.GELU) for m in model.modules()) and uses_quick_gelu(model)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from safetensors.torch import load_file
-from user_fixtures import make_user_home, run_shell
+from user_fixtures import run_shell
 
 from glad.data.protocols import BASE_TO_NOVEL_DATASETS, DG_TARGETS, TRANSFER_TARGETS
 from glad.engine.results import read_records
@@ -57,8 +57,8 @@ def with_budget(cmd: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def user(tmp_path_factory):
-    return make_user_home(tmp_path_factory.mktemp("user"))
+def user(user_home):
+    return user_home
 
 
 def run_readme(prefix: str, user):

@@ -101,11 +101,16 @@ def _config_beside(path: str) -> bool | None:
 
 
 def _file_keys(path: str) -> set[str]:
+    """The top-level keys of a weights file, without reading its tensors into memory."""
     if path.endswith(".safetensors"):
         from safetensors import safe_open
 
         with safe_open(path, framework="pt") as f:
             return set(f.keys())
+    if zipfile.is_zipfile(path):  # torch.save's format: memory-mapped, so nothing is read
+        sd = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        sd = sd.get("state_dict", sd) if isinstance(sd, dict) else {}
+        return {k.removeprefix("module.") for k in sd} if isinstance(sd, dict) else set()
     return set()
 
 
