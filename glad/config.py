@@ -153,7 +153,8 @@ def canonical_settings(data: dict) -> dict:
         if name in _FLAG_ALIASES:
             name, value = _FLAG_ALIASES[name](value)
         if name not in known:
-            close = difflib.get_close_matches(name, sorted(known) + sorted(_FLAG_ALIASES), n=1, cutoff=0.6)
+            close = ([_SYNONYMS[name]] if name in _SYNONYMS else
+                     difflib.get_close_matches(name, sorted(known) + sorted(_FLAG_ALIASES), n=1, cutoff=0.6))
             hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(sorted(known))}"
             raise ConfigError(f"unknown setting {key!r}{hint}")
         values[name] = value
@@ -172,6 +173,12 @@ _FLAG_ALIASES = {
     "grad_clip_norm": lambda v: ("grad_clip", v),
     "warmup": lambda v: ("warmup_iters", v),
 }
+
+
+# Other projects' names for a setting: suggested, never applied silently.
+_SYNONYMS = {"learning_rate": "lr", "weight_decay": "wd", "num_workers": "workers", "rank": "lora_r",
+             "lora_rank": "lora_r", "num_shots": "shots", "n_shots": "shots", "epoch": "epochs",
+             "num_epochs": "epochs", "arch": "model", "data": "data_root", "root": "data_root"}
 
 
 def _flag(name: str) -> str:

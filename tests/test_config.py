@@ -1,5 +1,7 @@
 """Typed run settings: validation names the flag and the fix."""
 
+import re
+
 import pytest
 
 from glad.config import METHODS, ConfigError, TrainConfig
@@ -26,3 +28,25 @@ def test_round_trip_and_unknown_keys():
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="lr_rate"):
         TrainConfig.from_dict({"lr_rate": 1})
+
+
+@pytest.mark.parametrize("field,value,needle", [
+    ("epochs", "3", "--epochs must be an integer"), ("lr", "1e-3", "--lr must be a number"),
+    ("lr", float("inf"), "--lr must be a finite number"), ("rho", float("nan"), "--rho must be a finite"),
+    ("seeds", [1, "2"], "--seeds must be an integer"), ("rslora", "yes", "--rslora must be true or false"),
+    ("template", "{} and {}", "--template must hold exactly one {}"), ("device", "gpu", "--device"),
+])
+def test_wrong_types_and_non_finite_numbers_are_named(field, value, needle):
+    with pytest.raises(ConfigError, match=re.escape(needle)):
+        TrainConfig(**{field: value}).validate()
+
+
+def test_flag_spellings_and_did_you_mean():
+    from glad.config import canonical_settings
+
+    assert canonical_settings({"dataset": "dtd", "seed": 2, "batch-size": 8, "grad-clip-norm": 1.0}) == {
+        "datasets": ["dtd"], "seeds": [2], "batch_size": 8, "grad_clip": 1.0}
+    with pytest.raises(ConfigError, match="did you mean 'epochs'"):
+        canonical_settings({"epochz": 1})
+    with pytest.raises(ConfigError, match="did you mean 'lr'"):
+        canonical_settings({"learning-rate": 1})

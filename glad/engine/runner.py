@@ -228,15 +228,16 @@ class Runner:
         check_output(cfg, self.resume)
         jobs = plan(cfg)
         self.labels = dataset_labels(n for job in jobs for n in (job.train_dataset, *(e for e, _ in job.evals)))
-        missing = []
+        missing = {}
         for spec in self.labels:  # fail on missing data now, not after hours of training
             try:
                 self.dataset(spec)
             except MissingDataError as e:
-                missing.append(str(e))
+                missing[self.labels[spec]] = str(e)
         if missing:
-            more = f" (and {len(missing) - 1} more missing dataset(s))" if len(missing) > 1 else ""
-            raise MissingDataError(missing[0] + more)
+            first, *others = missing
+            more = f" Also missing: {', '.join(others)}." if others else ""
+            raise MissingDataError(missing[first] + more)
         self.base_clip()  # weights load (or fail) before anything is written
         if self.runtime.is_main:
             os.makedirs(cfg.output, exist_ok=True)
