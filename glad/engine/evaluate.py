@@ -49,8 +49,9 @@ def predict(model, images, text_features, runtime: Runtime) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(model, items, classnames, template, transform, runtime: Runtime,
-             batch_size: int = 128, workers: int = 4) -> dict:
-    """{'accuracy': top-1 in percent, 'num_samples': n}."""
+             batch_size: int = 128, workers: int = 4, stop_flag=None) -> dict:
+    """{'accuracy': top-1 in percent, 'num_samples': n}. When `stop_flag()` turns true the pass
+    ends early with `glad.engine.train.StopRequested` (the evaluation is redone on resume)."""
     if not items:
         raise ValueError("nothing to evaluate: the test split is empty")
     model.eval()
@@ -60,6 +61,10 @@ def evaluate(model, items, classnames, template, transform, runtime: Runtime,
     with merged_adapters(model):
         text = class_text_features(model, classnames, template, runtime)
         for images, labels in loader:
+            if stop_flag is not None and stop_flag():
+                from glad.engine.train import StopRequested
+
+                raise StopRequested("stopped during an evaluation")
             labels = labels.to(runtime.device, non_blocking=True)
             correct += (predict(model, images, text, runtime) == labels).sum()
     return {"accuracy": 100.0 * correct.item() / len(items), "num_samples": len(items)}

@@ -283,7 +283,8 @@ class Runner:
             if runtime.is_main:
                 start = time.perf_counter()
                 res = evaluate(model, data.test, data.classnames, cfg.template or data.template, transform,
-                               runtime, batch_size=cfg.eval_batch_size, workers=cfg.workers)
+                               runtime, batch_size=cfg.eval_batch_size, workers=cfg.workers,
+                               stop_flag=self.stop_flag)
                 record = {"protocol": cfg.protocol, "method": method.name, "train_dataset": train_label,
                           "eval_dataset": self.labels[eval_name], "split": split, "seed": seed,
                           "shots": cfg.shots, "model": cfg.model, "pretrained": cfg.pretrained,
