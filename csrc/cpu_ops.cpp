@@ -253,10 +253,11 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> project_interpolate_cpu(at::Tenso
     n2 += n2s[k];
   }
   const float dot_f = static_cast<float>(dot), n2_f = static_cast<float>(n2);
-  const bool nonfinite = !std::isfinite(dot_f) || !std::isfinite(n2_f);
+  const double c = dot < 0 ? dot / (n2 + delta) : 0.0;
+  const float a = static_cast<float>(1.0 - alpha - alpha * c), al = static_cast<float>(alpha);
+  // A vanishing ||g||^2 (delta = 0) makes the coefficient infinite: flagged like NaN/Inf sums.
+  const bool nonfinite = !std::isfinite(dot_f) || !std::isfinite(n2_f) || !std::isfinite(a);
   if (!nonfinite) {  // otherwise the grads stay as they are
-    const double c = dot < 0 ? dot / (n2 + delta) : 0.0;
-    const float a = static_cast<float>(1.0 - alpha - alpha * c), al = static_cast<float>(alpha);
     for_each_piece(pieces, [&](int64_t k) {
       const Piece& pc = pieces[k];
       by_dtype(g[pc.tensor].scalar_type(), [&](auto* tag) {

@@ -2,13 +2,15 @@
 
 import os
 
-# Triton kernels run on the CPU only through the interpreter; must be set before triton loads.
-os.environ.setdefault("TRITON_INTERPRET", "1")
+import pytest  # noqa: E402
+import torch  # noqa: E402  (imports no triton: the variable below is still read in time)
+
+# Triton kernels run on a CPU only through the interpreter; where a GPU is visible they are
+# compiled for it (interpreting there would hide what the GPU tests are for).
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 # No test may download weights: make any hub access fail fast instead of hanging.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-
-import pytest  # noqa: E402
-import torch  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

@@ -176,6 +176,19 @@ def test_project_nonfinite_is_flagged_and_grads_untouched(backend, bad):
     assert all(torch.equal(bits(g), bits(b)) for g, b in zip(gs, before, strict=True))
 
 
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_project_infinite_coefficient_is_flagged(backend):
+    # delta = 0 and conflicting tiny grads: ||g||^2 vanishes (or nearly) while <g, g'> < 0, so
+    # c = <g, g'> / ||g||^2 is -inf or beyond float range: nothing written, flagged.
+    gs = [torch.full((7,), 1e-30), torch.full((300,), 1e-30)]
+    rs = [torch.full((7,), -1e30), torch.full((300,), -1e30)]
+    before = [g.clone() for g in gs]
+    stats = ops.project_interpolate_(gs, rs, 0.5, delta=0.0, backend=backend)
+    assert bool(stats.nonfinite)
+    assert all(torch.equal(bits(g), bits(b)) for g, b in zip(gs, before, strict=True))
+
+
 # ---------------------------------------------------------------- sam_perturb_ / sam_restore_
 
 

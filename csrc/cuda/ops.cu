@@ -159,15 +159,16 @@ __global__ void __launch_bounds__(kThreads) project_kernel(const Meta* meta, int
   double dot, n2;
   totals(partial, parts, smem, dot, n2);
   const float dot_f = static_cast<float>(dot), n2_f = static_cast<float>(n2);
-  const bool bad = !isfinite(dot_f) || !isfinite(n2_f);
+  const double c = dot < 0 ? dot / (n2 + delta) : 0.0;
+  const float a = static_cast<float>(1.0 - alpha - alpha * c);
+  // A vanishing ||g||^2 (delta = 0) makes the coefficient infinite: flagged like NaN/Inf sums.
+  const bool bad = !isfinite(dot_f) || !isfinite(n2_f) || !isfinite(a);
   if (blockIdx.x == 0 && threadIdx.x == 0) {
     *out_dot = dot_f;
     *out_n2 = n2_f;
     *out_bad = bad;
   }
   if (bad) return;  // the grads stay as they are
-  const double c = dot < 0 ? dot / (n2 + delta) : 0.0;
-  const float a = static_cast<float>(1.0 - alpha - alpha * c);
   for (int64_t chunk = blockIdx.x; chunk < chunks; chunk += gridDim.x) {
     const Meta& m = find(meta, n, chunk);
     int64_t begin, end;

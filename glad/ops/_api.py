@@ -99,7 +99,8 @@ def project_interpolate_(grads, ref_grads, alpha, delta=1e-12, *, backend="auto"
     c = min(dot, 0) / (n2 + delta) and g <- (1 - alpha - alpha*c) g + alpha g'.
     `ref_grads` (g') is only read. Pairs holding a None are skipped. The
     branch on the sign of dot runs on the device (no host sync). When dot or n2
-    is not finite, `grads` are left unchanged and `nonfinite` is set.
+    or the coefficient is not finite (e.g. ||g||^2 vanishing with delta = 0), `grads` are left
+    unchanged and `nonfinite` is set.
 
     Returns `ProjectStats` (dot, norm_sq, nonfinite as 0-d device tensors).
     """

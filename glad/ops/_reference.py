@@ -34,10 +34,11 @@ def project_interpolate_(grads, ref_grads, alpha, delta):
     flat = [(g.reshape(-1), r.reshape(-1)) for g, r in zip(g32, r32, strict=True)]
     dot = torch.stack([torch.dot(g, r) for g, r in flat]).sum()
     norm_sq = torch.stack([torch.dot(g, g) for g, _ in flat]).sum()
-    nonfinite = ~(torch.isfinite(dot) & torch.isfinite(norm_sq))
     # Only a negative dot divides, so delta = 0 with all-zero grads cannot make 0/0.
     c = torch.where(dot < 0, dot / (norm_sq + delta), 0.0)
     coef = 1.0 - alpha - alpha * c
+    # A finite dot over a vanishing ||g||^2 (delta = 0) gives an infinite coefficient: flagged too.
+    nonfinite = ~(torch.isfinite(dot) & torch.isfinite(norm_sq) & torch.isfinite(coef))
     new = torch._foreach_mul(g32, coef)
     torch._foreach_add_(new, r32, alpha=alpha)
     _write_unless(nonfinite, grads, new)

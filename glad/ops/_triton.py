@@ -13,6 +13,7 @@ TypeError; on a GPU all of float32, float16 and bfloat16 run.
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import torch
@@ -24,9 +25,15 @@ FIN_BLOCK = 1024  # partial slots summed per step of the finalize loop
 
 
 @triton.jit
+def _block_offsets(pid, BLOCK: tl.constexpr):
+    # 64-bit: with 32-bit offsets a buffer of 2**31 - BLOCK elements or more would wrap.
+    return pid.to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+
+
+@triton.jit
 def _reduce_kernel(a_ptr, b_ptr, partial_ptr, n, DOT: tl.constexpr, BLOCK: tl.constexpr):
     pid = tl.program_id(0)
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    offs = _block_offsets(pid, BLOCK)
     mask = offs < n
     b = tl.load(b_ptr + offs, mask=mask, other=0.0).to(tl.float32)
     if DOT:  # project: <a, b> and <a, a>
@@ -53,12 +60,14 @@ def _finalize_kernel(partial_ptr, parts, stats_ptr, bad_ptr, coef_ptr, alpha, de
     if PROJECT:
         dot_f = dot.to(tl.float32)
         n2_f = n2.to(tl.float32)
-        bad = ((dot_f - dot_f) != 0) | ((n2_f - n2_f) != 0)  # x - x is NaN exactly for NaN/Inf
         neg = dot < 0
         c = tl.where(neg, dot, 0.0) / tl.where(neg, n2 + delta, 1.0)
+        coef = (1.0 - alpha - alpha * c).to(tl.float32)
+        # x - x is NaN exactly for NaN/Inf; an infinite coefficient (||g||^2 -> 0, delta = 0) too.
+        bad = ((dot_f - dot_f) != 0) | ((n2_f - n2_f) != 0) | ((coef - coef) != 0)
         tl.store(stats_ptr, dot_f)
         tl.store(stats_ptr + 1, n2_f)
-        tl.store(coef_ptr, (1.0 - alpha - alpha * c).to(tl.float32))
+        tl.store(coef_ptr, coef)
     else:
         norm = tl.sqrt(n2)
         norm_f = norm.to(tl.float32)
@@ -71,8 +80,7 @@ def _finalize_kernel(partial_ptr, parts, stats_ptr, bad_ptr, coef_ptr, alpha, de
 
 @triton.jit
 def _mix_kernel(g_ptr, r_ptr, coef_ptr, bad_ptr, n, alpha, BLOCK: tl.constexpr):
-    pid = tl.program_id(0)
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    offs = _block_offsets(tl.program_id(0), BLOCK)
     ok = tl.load(bad_ptr) == 0  # non-finite statistics: leave the grads as they are
     mask = (offs < n) & ok
     a = tl.load(coef_ptr)
@@ -83,8 +91,7 @@ def _mix_kernel(g_ptr, r_ptr, coef_ptr, bad_ptr, n, alpha, BLOCK: tl.constexpr):
 
 @triton.jit
 def _perturb_kernel(p_ptr, g_ptr, backup_ptr, coef_ptr, n, BLOCK: tl.constexpr):
-    pid = tl.program_id(0)
-    offs = pid * BLOCK + tl.arange(0, BLOCK)
+    offs = _block_offsets(tl.program_id(0), BLOCK)
     mask = offs < n
     scale = tl.load(coef_ptr)
     p = tl.load(p_ptr + offs, mask=mask, other=0.0)
@@ -108,6 +115,11 @@ def _check_dtypes(tensors):
                     f"tensor {i} is torch.bfloat16, which the Triton interpreter (TRITON_INTERPRET=1, "
                     f"Triton on CPU) cannot run; use backend='cpu' or 'reference' for bfloat16 on CPU."
                 )
+
+
+def _on_device(device: torch.device):
+    """Triton launches on the current CUDA device and its current stream: make that the tensors'."""
+    return torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
 
 
 def _flat(t):
@@ -142,6 +154,11 @@ def _outputs(device):
 
 
 def project_interpolate_(grads, ref_grads, alpha, delta):
+    with _on_device(grads[0].device):
+        return _project_interpolate(grads, ref_grads, alpha, delta)
+
+
+def _project_interpolate(grads, ref_grads, alpha, delta):
     _check_dtypes(grads)
     g = [_flat(t) for t in grads]
     r = [_flat(t) for t in ref_grads]
@@ -156,6 +173,11 @@ def project_interpolate_(grads, ref_grads, alpha, delta):
 
 
 def sam_perturb_(params, grads, backup, rho):
+    with _on_device(params[0].device):
+        return _sam_perturb(params, grads, backup, rho)
+
+
+def _sam_perturb(params, grads, backup, rho):
     _check_dtypes(params)
     p = [_flat(t) for t in params]
     g = [_flat(t) for t in grads]
@@ -173,4 +195,5 @@ def sam_perturb_(params, grads, backup, rho):
 
 def sam_restore_(params, backup):
     """A restore is a copy: torch's multi-tensor copy already runs at copy bandwidth."""
-    torch._foreach_copy_(params, backup)
+    with _on_device(params[0].device):
+        torch._foreach_copy_(params, backup)
