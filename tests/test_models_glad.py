@@ -214,3 +214,24 @@ def test_glad_loss_teacher_gets_no_gradient_and_options():
         glad_loss(logits, labels, teacher, kl_weight=-1)
     with pytest.raises(ValueError, match="shape"):
         glad_loss(logits, labels, teacher[:, :3])
+
+
+def test_teacher_pass_switches_modules_collected_once(monkeypatch):
+    import glad.models.glad_model as gm
+
+    model = _glad()
+    images, tokens, _ = _batch(model)
+    _perturb_trainables(model)
+    calls = []
+    real = gm.switchable_modules
+    monkeypatch.setattr(gm, "switchable_modules", lambda m: calls.append(1) or real(m))
+    first = model.zeroshot_logits(images, tokens)
+    model.clear_zeroshot_cache()
+    second = model.zeroshot_logits(images, tokens)
+    assert len(calls) == 1  # not a walk of the model per teacher pass
+    torch.testing.assert_close(first, second)
+    # and it is the frozen CLIP: adapters and AlignNet off inside, back on after
+    with torch.no_grad(), adapters_disabled(model):  # walks the model: the uncached way
+        plain = model.logits(model.encode_image(images), model.encode_text(tokens))
+    torch.testing.assert_close(first, plain)
+    assert all(not m.disabled for m in model.adapter_switches())

@@ -160,3 +160,27 @@ def test_flat_params_groups_by_dtype_and_rejects_duplicates():
     assert [t.numel() for t in flat.params_flat] == [7, 2]
     with pytest.raises(ValueError, match="same parameter twice"):
         ops.FlatParams([a, a])
+
+
+def test_validation_is_cached_per_list_and_redone_when_tensors_change(monkeypatch):
+    import glad.ops._validate as v
+
+    v.clear_validation_cache()
+    calls = []
+    real = v._check_pairs
+    monkeypatch.setattr(v, "_check_pairs", lambda *a: calls.append(1) or real(*a))
+    g = [torch.randn(3), torch.randn(5)]
+    r = [torch.randn(3), torch.randn(5)]
+    for _ in range(3):
+        ops.project_interpolate_(g, r, 0.5, backend="reference")
+    assert len(calls) == 1  # the same tensors: validated once
+    g2 = [g[0], torch.randn(5)]
+    ops.project_interpolate_(g2, r, 0.5, backend="reference")
+    assert len(calls) == 2  # a new tensor in the list: validated again
+    # the same tensor object, now aliasing a read tensor: the new address is noticed
+    g[1].data = r[1].data
+    with pytest.raises(ValueError, match="share memory"):
+        ops.project_interpolate_(g, r, 0.5, backend="reference")
+    assert len(v._validated) <= v._CACHE_SIZE
+    v.clear_validation_cache()
+    assert not v._validated

@@ -34,7 +34,9 @@ def test_base_to_novel_hm_is_of_seed_means_and_average_row():
     table = base_to_novel_table(recs)
     assert table.header == ["Dataset", "Method", "Base", "Novel", "HM", "Seeds"]
     pets = table.rows[0]
-    assert pets[0] == "pets" and pets[2] == f"92.00 ± {statistics.stdev([90, 92, 94]):.2f}"
+    # population std (numpy's default, CoOp's parse script), not the sample std
+    assert pets[0] == "pets" and pets[2] == f"92.00 ± {statistics.pstdev([90, 92, 94]):.2f}"
+    assert f"{statistics.pstdev([90, 92, 94]):.2f}" != f"{statistics.stdev([90, 92, 94]):.2f}"
     assert float(pets[4]) == pytest.approx(harmonic_mean(92.0, 75.0), abs=5e-3)
     avg = table.rows[-1]
     mb, mn = (92.0 + 62.0) / 2, (75.0 + 50.0) / 2
@@ -52,6 +54,7 @@ def test_transfer_table_rows_and_target_average():
     table = transfer_table(recs, "cross-dataset")
     assert table.header == ["Method", "imagenet (source)", "dtd", "eurosat", "Target average"]
     assert table.rows == [["lora", "70.00 ± 0.00", "40.00 ± 0.00", "50.00 ± 0.00", "45.00"]]
+    assert table.csv().splitlines()[1] == "lora,70.0000,0.0000,40.0000,0.0000,50.0000,0.0000,45.00"
 
 
 def test_write_tables_and_truncated_last_line(tmp_path):
@@ -69,3 +72,28 @@ def test_corrupt_middle_line_is_an_error(tmp_path):
     path.write_text("{bad\n{}\n")
     with pytest.raises(ValueError, match="line 1"):
         read_records(str(path))
+
+
+def test_rows_grouped_by_dataset_in_ablation_order_and_csv_numbers():
+    recs = []
+    for method, shift in (("glad", 3.0), ("zeroshot", 0.0), ("lora", 1.0)):
+        for ds in ("pets", "dtd"):
+            for seed in (1, 2):
+                extra = 0.0 if method == "zeroshot" else seed
+                recs += [_rec("base-to-novel", method, ds, ds, "base", seed, 60 + shift + extra),
+                         _rec("base-to-novel", method, ds, ds, "novel", seed, 50 + shift + extra)]
+    table = base_to_novel_table(recs)
+    assert [r[:2] for r in table.rows] == [
+        ["pets", "zeroshot"], ["", "lora"], ["", "glad"], ["dtd", "zeroshot"], ["", "lora"], ["", "glad"],
+        ["Average", "zeroshot"], ["", "lora"], ["", "glad"]]
+    assert table.rows[0][2] == "60.00"  # zero-shot has no seeds: its accuracy alone
+    assert table.rows[1][2] == "62.50 ± 0.50"
+    import csv as csv_module
+    import io
+
+    rows = list(csv_module.reader(io.StringIO(table.csv())))
+    assert rows[0] == ["Dataset", "Method", "Base", "Base std", "Novel", "Novel std", "HM", "Seeds"]
+    lora = next(r for r in rows if r[:2] == ["pets", "lora"])
+    assert float(lora[2]) == 62.5 and float(lora[3]) == 0.5 and "±" not in ",".join(lora)
+    md = table.markdown()
+    assert "population std" in md

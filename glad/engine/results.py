@@ -4,8 +4,11 @@ Tables follow the paper: base-to-novel gives Base / Novel / HM per dataset, wher
 HM = 2BN / (B + N) of the seed-averaged B and N, and an "Average" row holding the
 mean B, the mean N and the HM of those two means (Table 1). Cross-dataset and
 domain generalization give one row per method: the source accuracy, each target,
-and the mean over targets (Tables 2 and 3). Cells read "mean ± std" over seeds
-(sample standard deviation; 0 for a single seed).
+and the mean over targets (Tables 2 and 3). Cells read "mean ± std" over seeds, the
+population standard deviation (numpy's default, as CoOp's parse script computes it);
+zero-shot CLIP has no seeds and shows its accuracy alone. Rows are grouped by dataset
+and methods follow the ablation's order. CSV files hold the same numbers as numbers
+(a mean and a std column per cell).
 """
 
 from __future__ import annotations
@@ -42,23 +45,35 @@ def read_records(path: str) -> list[dict]:
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
-    mean = statistics.fmean(values)
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return mean, std
+    """Mean and population standard deviation (numpy's default, ddof=0, as CoOp's parse script)."""
+    return statistics.fmean(values), statistics.pstdev(values)
 
 
-def _cell(values: list[float] | None) -> str:
+def _cell(values: list[float] | None, seeded: bool = True) -> str:
+    """"mean ± std" over seeds; the mean alone for a method without seeds (zero-shot)."""
     if not values:
         return "-"
     mean, std = _mean_std(values)
-    return f"{mean:.2f} ± {std:.2f}"
+    return f"{mean:.2f} ± {std:.2f}" if seeded else f"{mean:.2f}"
+
+
+def _numbers(values: list[float] | None) -> list[str]:
+    """CSV cells: mean and std as plain numbers (empty when there is no value)."""
+    if not values:
+        return ["", ""]
+    mean, std = _mean_std(values)
+    return [f"{mean:.4f}", f"{std:.4f}"]
 
 
 @dataclass
 class Table:
+    """A paper-layout table: Markdown rows (grouped, "mean ± std" cells) and CSV rows (numbers)."""
+
     title: str
     header: list[str]
     rows: list[list[str]]
+    csv_header: list[str]
+    csv_rows: list[list[str]]
 
     def markdown(self) -> str:
         lines = [f"### {self.title}", "", "| " + " | ".join(self.header) + " |",
@@ -69,8 +84,8 @@ class Table:
     def csv(self) -> str:
         out = io.StringIO()
         writer = csv.writer(out)
-        writer.writerow(self.header)
-        writer.writerows(self.rows)
+        writer.writerow(self.csv_header)
+        writer.writerows(self.csv_rows)
         return out.getvalue()
 
 
@@ -88,54 +103,94 @@ def _ordered(values):
     return list(dict.fromkeys(values))
 
 
+def _method_order(names) -> list[str]:
+    """Methods in the ablation's order (Table 4: zeroshot, lora, ..., glad), others after."""
+    from glad.config import METHODS
+
+    names = _ordered(names)
+    known = [m for m in METHODS if m in names]
+    return known + [m for m in names if m not in known]
+
+
+def _seeded(method: str) -> bool:
+    from glad.config import METHODS
+
+    return METHODS[method].train if method in METHODS else True
+
+
+STD_NOTE = "mean ± population std over seeds"
+
+
 def base_to_novel_table(records: list[dict]) -> Table:
+    """Rows grouped by dataset, as Table 1 of the paper: Base, Novel, HM of the seed means; then
+    the Average group (mean B, mean N, HM of those)."""
     acc = _accuracies(records, protocol="base-to-novel")
-    methods = _ordered(k[0] for k in acc)
+    methods = _method_order(k[0] for k in acc)
     datasets = _ordered(k[1] for k in acc)
-    rows = []
-    for method in methods:
-        base_means, novel_means = [], []
-        for ds in datasets:
+    rows, csv_rows = [], []
+    means = defaultdict(lambda: ([], []))
+    for ds in datasets:
+        first = True
+        for method in methods:
             base, novel = acc.get((method, ds, ds, "base")), acc.get((method, ds, ds, "novel"))
             if not base and not novel:
                 continue
-            hm = "-"
+            hm = ""
             if base and novel:
                 b, n = statistics.fmean(base), statistics.fmean(novel)
-                base_means.append(b)
-                novel_means.append(n)
+                means[method][0].append(b)
+                means[method][1].append(n)
                 hm = f"{harmonic_mean(b, n):.2f}"
-            rows.append([ds, method, _cell(base), _cell(novel), hm, str(max(len(base or []), len(novel or [])))])
-        if base_means:
-            b, n = statistics.fmean(base_means), statistics.fmean(novel_means)
-            rows.append(["Average", method, f"{b:.2f}", f"{n:.2f}", f"{harmonic_mean(b, n):.2f}",
-                         f"{len(base_means)} datasets"])
-    return Table("Base-to-novel generalization (top-1 %, mean ± std over seeds)",
-                 ["Dataset", "Method", "Base", "Novel", "HM", "Seeds"], rows)
+            seeds = str(max(len(base or []), len(novel or [])))
+            rows.append([ds if first else "", method, _cell(base, _seeded(method)), _cell(novel, _seeded(method)),
+                         hm or "-", seeds])
+            csv_rows.append([ds, method, *_numbers(base), *_numbers(novel), hm, seeds])
+            first = False
+    first = True
+    for method in methods:
+        if means[method][0]:
+            b, n = statistics.fmean(means[method][0]), statistics.fmean(means[method][1])
+            count = f"{len(means[method][0])} datasets"
+            rows.append(["Average" if first else "", method, f"{b:.2f}", f"{n:.2f}", f"{harmonic_mean(b, n):.2f}",
+                         count])
+            csv_rows.append(["Average", method, f"{b:.4f}", "", f"{n:.4f}", "", f"{harmonic_mean(b, n):.2f}",
+                             str(len(means[method][0]))])
+            first = False
+    return Table(f"Base-to-novel generalization (top-1 %, {STD_NOTE})",
+                 ["Dataset", "Method", "Base", "Novel", "HM", "Seeds"], rows,
+                 ["Dataset", "Method", "Base", "Base std", "Novel", "Novel std", "HM", "Seeds"], csv_rows)
 
 
 def transfer_table(records: list[dict], protocol: str) -> Table:
     """Cross-dataset or domain-generalization: source, each target, average of targets."""
     acc = _accuracies(records, protocol=protocol)
-    methods = _ordered(k[0] for k in acc)
+    methods = _method_order(k[0] for k in acc)
     sources = _ordered(k[1] for k in acc)
     targets = _ordered(k[2] for k in acc if k[2] != k[1])
     header = ["Method"] + [f"{s} (source)" for s in sources] + targets + ["Target average"]
-    rows = []
+    csv_header = ["Method"] + [c for s in [*(f"{s} (source)" for s in sources), *targets] for c in (s, f"{s} std")]
+    csv_header.append("Target average")
+    rows, csv_rows = [], []
     for method in methods:
-        row = [method]
+        row, numbers = [method], [method]
         for src in sources:
-            row.append(_cell(acc.get((method, src, src, "all"))))
+            vals = acc.get((method, src, src, "all"))
+            row.append(_cell(vals, _seeded(method)))
+            numbers += _numbers(vals)
         target_means = []
         for tgt in targets:
             vals = next((acc[(method, src, tgt, "all")] for src in sources if (method, src, tgt, "all") in acc), None)
-            row.append(_cell(vals))
+            row.append(_cell(vals, _seeded(method)))
+            numbers += _numbers(vals)
             if vals:
                 target_means.append(statistics.fmean(vals))
-        row.append(f"{statistics.fmean(target_means):.2f}" if target_means else "-")
+        average = f"{statistics.fmean(target_means):.2f}" if target_means else ""
+        row.append(average or "-")
+        numbers.append(average)
         rows.append(row)
+        csv_rows.append(numbers)
     title = {"cross-dataset": "Cross-dataset generalization", "domain-generalization": "Domain generalization"}
-    return Table(f"{title.get(protocol, protocol)} (top-1 %, mean ± std over seeds)", header, rows)
+    return Table(f"{title.get(protocol, protocol)} (top-1 %, {STD_NOTE})", header, rows, csv_header, csv_rows)
 
 
 def build_tables(records: list[dict]) -> list[Table]:

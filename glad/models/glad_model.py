@@ -20,6 +20,7 @@ from glad.models.inject import (
     lora_config,
     lora_named_parameters,
     merge_lora,
+    switchable_modules,
     unmerge_lora,
 )
 from glad.models.lora import LoraConfig
@@ -103,6 +104,7 @@ class GladModel(nn.Module):
         self._pad_id = tokenizer_pad_id(tokenizer)
         self.trims_text = bool(trim_text) and self._short_text_reason is None and self._pad_id is not None
         self._zs_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
+        self._switchable: list[nn.Module] | None = None
         self._zs_memo: dict[int, tuple] = {}  # id(tokens) -> (weakref, version, key): skips re-hashing
 
     # ----------------------------------------------------------------- encoders
@@ -194,7 +196,7 @@ class GladModel(nn.Module):
         key = self._cache_key(tokens)
         feats = self._zs_cache.get(key)
         if feats is None:
-            with adapters_disabled(self):
+            with adapters_disabled(self, self.adapter_switches()):
                 feats = self.encode_text(tokens)
             self._zs_cache[key] = feats
             while len(self._zs_cache) > _CACHE_SIZE:
@@ -215,9 +217,16 @@ class GladModel(nn.Module):
         On a merged model the adapters are taken out and put back around the call, so teacher
         passes belong to unmerged training.
         """
-        with adapters_disabled(self):
+        with adapters_disabled(self, self.adapter_switches()):
             text = self.zeroshot_text_features(tokens)
             return self.logits(self.encode_image(images), text)
+
+    def adapter_switches(self) -> list[nn.Module]:
+        """The modules the teacher pass switches off, collected on first use (the model's
+        structure is fixed once built) instead of walking 570 modules twice per step."""
+        if self._switchable is None:
+            self._switchable = switchable_modules(self)
+        return self._switchable
 
     # --------------------------------------------------------------- training
     def named_trainable_parameters(self) -> list[tuple[str, nn.Parameter]]:

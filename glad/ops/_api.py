@@ -9,7 +9,7 @@ import torch
 
 from glad.ops._dispatch import implementation, resolve
 from glad.ops._types import ProjectStats, SamState
-from glad.ops._validate import _as_list, check_pairs
+from glad.ops._validate import _as_list, cached_check, check_pairs
 
 
 def _finite_number(value, name, *, minimum=None):
@@ -60,7 +60,17 @@ def sam_perturb_(params, grads, rho, *, backend="auto", backup=None):
 
 
 def _backup_buffers(params, ps, kept, backup):
-    """The tensors the backups go to: `backup`'s entries where they fit, fresh ones elsewhere."""
+    """The tensors the backups go to: `backup`'s entries where they fit, fresh ones elsewhere.
+    Reusing the previous step's backups, the check is cached like the pairs' (see cached_check)."""
+    if backup is None:
+        return _check_backup(params, ps, kept, None)
+    backup = _as_list(backup, "backup")
+    key = ("backup", id(ps[0]), len(ps))
+    return cached_check(key, (ps, backup), lambda: _check_backup(params, ps, kept, backup),
+                        outputs=lambda out: (out,))
+
+
+def _check_backup(params, ps, kept, backup):
     if backup is not None:
         backup = _as_list(backup, "backup")
         if len(backup) != len(params):

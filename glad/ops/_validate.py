@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import operator
+from collections import OrderedDict
 from collections.abc import Sequence
 
 import torch
@@ -86,15 +88,83 @@ def _explain(i, a, b, first_name, second_name, device):
     )
 
 
+# Lists validated recently: a training loop passes the same tensors every step, and
+# validating 150 of them costs more host time than the kernels take on a GPU. An entry holds
+# the tensors themselves (so their ids cannot be reused by new tensors) and a fingerprint of
+# their addresses, shapes, strides, dtypes and devices; a hit needs the same objects with the
+# same fingerprint, so `.data =`, `set_()` or an in-place resize between calls is noticed.
+_CACHE_SIZE = 8
+_validated: OrderedDict[tuple, tuple] = OrderedDict()
+
+
+def clear_validation_cache() -> None:
+    """Forget the lists validated so far (and drop the references the cache holds)."""
+    _validated.clear()
+
+
+def _python_fingerprint(lists):
+    return [(t.data_ptr(), t.shape, t.stride(), t.dtype, t.device) for tensors in lists for t in tensors]
+
+
+def _fingerprint_function():
+    """The compiled fingerprint when glad._C has it (one C++ pass), else the same in Python."""
+    try:
+        from glad import _C
+    except ImportError:
+        return _python_fingerprint
+    if not hasattr(_C, "tensor_fingerprint"):  # an extension built before it existed
+        return _python_fingerprint
+    return lambda lists: _C.tensor_fingerprint([list(x) for x in lists])
+
+
+_fingerprint = None
+
+
+def _pointers(lists):
+    global _fingerprint
+    if _fingerprint is None:
+        _fingerprint = _fingerprint_function()
+    return _fingerprint(lists)
+
+
+def cached_check(key: tuple, inputs: tuple, check, outputs):
+    """`check()`, reused while the lists in `inputs` hold the same objects as at the last call
+    under `key` and the tensor lists `outputs(result)` keep their addresses."""
+    if torch.compiler.is_compiling():
+        return check()
+    entry = _validated.get(key)
+    if entry is not None:
+        seen, pointers, result = entry
+        if all(len(a) == len(b) and all(map(operator.is_, a, b)) for a, b in zip(inputs, seen, strict=True)) \
+                and _pointers(outputs(result)) == pointers:
+            _validated.move_to_end(key)
+            return result
+    result = check()
+    _validated[key] = (tuple(tuple(x) for x in inputs), _pointers(outputs(result)), result)
+    _validated.move_to_end(key)
+    while len(_validated) > _CACHE_SIZE:
+        _validated.popitem(last=False)
+    return result
+
+
 def check_pairs(first, second, first_name, second_name, *, check_alias=True):
     """Validates two parallel lists and drops the pairs holding a None.
 
     Returns (firsts, seconds, kept) where kept are the indices of the pairs
     kept. Every kept pair must agree in shape and dtype, be fp32/fp16/bf16, and
-    all tensors must live on one device.
+    all tensors must live on one device. A call with the same tensors as a recent
+    one (same objects, same addresses) reuses that validation.
     """
     first = _as_list(first, first_name)
     second = _as_list(second, second_name)
+    key = ("pairs", first_name, second_name, check_alias, id(first[0]) if first else None)
+    return cached_check(key, (first, second),
+                        lambda: _check_pairs(first, second, first_name, second_name, check_alias),
+                        outputs=lambda result: result[:2])
+
+
+def _check_pairs(first, second, first_name, second_name, check_alias):
+    
     if len(first) != len(second):
         raise ValueError(
             f"{first_name} has {len(first)} tensors but {second_name} has {len(second)}; "
