@@ -164,7 +164,6 @@ def check_pairs(first, second, first_name, second_name, *, check_alias=True):
 
 
 def _check_pairs(first, second, first_name, second_name, check_alias):
-    
     if len(first) != len(second):
         raise ValueError(
             f"{first_name} has {len(first)} tensors but {second_name} has {len(second)}; "
