@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+from pathlib import Path
 
 import pytest
 from data_fixtures import dassl_reference_draw, make_coop_dataset, make_env_cache, write_image
@@ -83,16 +84,24 @@ def test_draw_is_over_all_classes_before_the_base_novel_cut(tmp_path):
     assert base.num_classes == 4
 
 
-def test_cache_is_json_next_to_the_data_and_reused(tmp_path, monkeypatch):
+def _written(ds, shots, seed):
+    """Where a new draw of `ds` is cached: glad's cache folder, never the data folder."""
+    return Path(fewshot_module.cache_candidates(ds, shots, seed)[-1])
+
+
+def test_cache_is_json_in_the_glad_cache_and_reused(tmp_path, monkeypatch):
     mini = make_coop_dataset(tmp_path, "caltech101", n_classes=4, per_class=(6, 3, 2))
+    before = sorted(p for p in mini.folder.rglob("*"))
     ds = gd.build_dataset("caltech101", tmp_path)
     first = gd.fewshot(ds, 2, 3)
-    path = mini.folder / "split_fewshot" / "shot_2-seed_3.json"
+    path = _written(ds, 2, 3)
+    assert str(path).startswith(str(tmp_path / "glad-cache"))
+    assert sorted(p for p in mini.folder.rglob("*")) == before  # nothing written into the data folder
     data = json.loads(path.read_text())  # JSON, never a pickle
     assert data["shots"] == 2 and data["seed"] == 3 and data["dataset"] == "caltech101"
     assert len(data["train"]) == 8 and len(data["val"]) == 8  # val: min(K, 4) = 2 a class
     assert all(not os.path.isabs(p) for p, _, _ in data["train"])  # relative: the folder can move
-    assert not list((mini.folder / "split_fewshot").glob("*.tmp"))
+    assert not list(path.parent.glob("*.tmp"))
 
     def no_draw(*args, **kwargs):
         raise AssertionError("the cached draw should have been reused")
@@ -103,10 +112,10 @@ def test_cache_is_json_next_to_the_data_and_reused(tmp_path, monkeypatch):
 
 
 def test_cache_naming_items_not_in_the_dataset_is_redrawn(tmp_path):
-    mini = make_coop_dataset(tmp_path, "dtd", n_classes=3, per_class=(5, 2, 1))
+    make_coop_dataset(tmp_path, "dtd", n_classes=3, per_class=(5, 2, 1))
     ds = gd.build_dataset("dtd", tmp_path)
     gd.fewshot(ds, 2, 1)
-    path = mini.folder / "split_fewshot" / "shot_2-seed_1.json"
+    path = _written(ds, 2, 1)
     data = json.loads(path.read_text())
     data["train"][0][0] = "banded/not_there.jpg"
     data.pop("source")  # a hand-made cache without fingerprint is checked item by item
@@ -142,22 +151,14 @@ def test_corrupt_cache_is_redrawn(tmp_path):
     assert got.train == dassl_reference_draw(ds.train, ds.val, 2, 1)[0]
 
 
-def test_read_only_data_folder_falls_back_to_glad_cache(tmp_path, monkeypatch):
+def test_draw_cached_next_to_the_data_by_earlier_versions_is_read(tmp_path, monkeypatch):
     mini = make_coop_dataset(tmp_path, "food101", n_classes=3, per_class=(4, 2, 1))
     ds = gd.build_dataset("food101", tmp_path)
-    real_write = fewshot_module.atomic_write_text
-
-    def read_only(path, text):
-        if str(path).startswith(str(mini.folder)):
-            raise PermissionError(13, "Permission denied", path)
-        real_write(path, text)
-
-    monkeypatch.setattr(fewshot_module, "atomic_write_text", read_only)
     got = gd.fewshot(ds, 2, 2)
-    assert not (mini.folder / "split_fewshot" / "shot_2-seed_2.json").exists()
-    cached = list((tmp_path / "glad-cache" / "fewshot").glob("*/shot_2-seed_2.json"))
-    assert len(cached) == 1
-    monkeypatch.setattr(fewshot_module, "draw_fewshot", None)  # must come from the cache now
+    old = mini.folder / "split_fewshot" / "shot_2-seed_2.json"
+    old.parent.mkdir()
+    _written(ds, 2, 2).rename(old)
+    monkeypatch.setattr(fewshot_module, "draw_fewshot", None)  # must come from that file now
     assert gd.fewshot(ds, 2, 2).train == got.train
 
 

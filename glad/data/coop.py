@@ -11,8 +11,11 @@ and returns a `DatasetSplits`. What is read, and how, follows CoOp's dataset cla
 * ImageNet-V2: folder `i` is line `i` of `classnames.txt`; Sketch, -A and -R list their
   own wnid folders in sorted order, so -A/-R have the 200 classes present.
 
-Files inside class folders are taken in sorted order (CoOp used os.listdir's order,
-which differs between file systems and so cannot be matched anyway).
+Files inside the ImageNet-family class folders are taken in the file system's order, as
+CoOp takes them (Dassl's `listdir_nohidden`, unsorted): the few-shot draws then equal
+CoOp's on the same files on the same kind of file system. Where CoOp's own caches are
+present (`imagenet/preprocessed.pkl`, `imagenet/split_fewshot/shot_K-seed_S.pkl`), they
+are read instead (`glad.data.coop_pickle`) and the draws equal CoOp's on any machine.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from .readers import (
     subfolders,
     where_to_get,
 )
+from .coop_pickle import read_coop_pickle
 from .templates import template_for
 from .types import DatasetError, DatasetSplits, Datum, MissingDataError
 
@@ -138,12 +142,23 @@ def _scan_class_folders(spec, split_dir, folders, names, names_path) -> list[Dat
                                f"{names_path}; use the classnames.txt that CoOp provides "
                                f"(the same file for ImageNet and its variants).")
         sub = os.path.join(split_dir, wnid)
-        items.extend(Datum(os.path.join(sub, f), label, names[wnid]) for f in files_in(sub))
+        items.extend(Datum(os.path.join(sub, f), label, names[wnid]) for f in files_in(sub, sort=False))
     return items
 
 
 def build_imagenet(spec: CoopSpec, root: str | None, *, check_files: bool = True) -> DatasetSplits:
     folder = dataset_folder(spec, root)
+    image_dir = os.path.join(folder, spec.image_dir)
+    info = {"coop_fewshot_dir": os.path.join(folder, "split_fewshot"), "image_dir": image_dir}
+    frozen = os.path.join(folder, "preprocessed.pkl")
+    if os.path.isfile(frozen):  # CoOp's frozen lists: its exact items and order
+        lists = read_coop_pickle(frozen, image_dir)
+        train, test = lists["train"], lists.get("test", [])
+        if check_files:
+            check_files_exist(train + test, f"{spec.name}: {frozen}")
+        classnames = classnames_from_items(train + test, f"{spec.name}: {frozen}")
+        splits = _splits(spec, folder, train, test, test, classnames, val_is_test=True)
+        return splits.replace(info={**splits.info, **info, "listing": "coop-pickle"})
     names_path = os.path.join(folder, "classnames.txt")
     names = read_wnid_names(names_path, f"{spec.name}: class names", spec.section)
     train_dir = require_dir(os.path.join(folder, spec.image_dir, "train"), f"{spec.name}: train images",
@@ -161,7 +176,8 @@ def build_imagenet(spec: CoopSpec, root: str | None, *, check_files: bool = True
     train = _scan_class_folders(spec, train_dir, wnids, names, names_path)
     test = _scan_class_folders(spec, val_dir, wnids, names, names_path)
     classnames = [names[w] for w in wnids]
-    return _splits(spec, folder, train, test, test, classnames, val_is_test=True)
+    splits = _splits(spec, folder, train, test, test, classnames, val_is_test=True)
+    return splits.replace(info={**splits.info, **info, "listing": "file-system order"})
 
 
 def build_imagenetv2(spec: CoopSpec, root: str | None, *, check_files: bool = True) -> DatasetSplits:
@@ -172,7 +188,7 @@ def build_imagenetv2(spec: CoopSpec, root: str | None, *, check_files: bool = Tr
     items = []
     for label, classname in enumerate(names):
         sub = require_dir(os.path.join(image_dir, str(label)), f"{spec.name}: class folder", spec.section)
-        items.extend(Datum(os.path.join(sub, f), label, classname) for f in files_in(sub))
+        items.extend(Datum(os.path.join(sub, f), label, classname) for f in files_in(sub, sort=False))
     return _splits(spec, folder, [], [], items, names)
 
 

@@ -41,17 +41,18 @@ def subfolders(path: str) -> list[str]:
         return sorted(e.name for e in it if not e.name.startswith(".") and e.is_dir())
 
 
-def files_in(path: str, extensions: Sequence[str] | None = None) -> list[str]:
-    """Visible regular files of a folder, sorted; only `extensions` (lower-case) when given.
+def files_in(path: str, extensions: Sequence[str] | None = None, *, sort: bool = True) -> list[str]:
+    """Visible regular files of a folder; only `extensions` (lower-case) when given.
 
-    Sorted, not os.listdir's order: that order depends on the file system, so a few-shot
-    draw over it would differ between machines.
+    Sorted by default. `sort=False` keeps the file system's order (os.listdir's), which is
+    what CoOp's ImageNet readers use (Dassl's `listdir_nohidden`): the same order, hence the
+    same few-shot draws, as CoOp on the same files and the same kind of file system.
     """
     with os.scandir(path) as it:
         names = [e.name for e in it if not e.name.startswith(".") and e.is_file()]
     if extensions is not None:
         names = [n for n in names if n.lower().endswith(tuple(extensions))]
-    return sorted(names)
+    return sorted(names) if sort else names
 
 
 def read_json(path: str, what: str):

@@ -8,10 +8,12 @@ with `random.choices(group, k=K)`). Datasets whose val set is their test set (Im
 draw the train split only, as CoOp does. A private `random.Random(seed)` makes the same
 draws as seeding the global `random` module, without touching its state.
 
-Cache: `<dataset folder>/split_fewshot/shot_{K}-seed_{seed}.json` (next to CoOp's own
-`.pkl` caches) when that folder is writable, else `$GLAD_CACHE` (or `~/.cache/glad`)
-`/fewshot/<dataset>/`; an explicit `cache_dir` is used first. A cached draw is reused
-only if it was drawn from the same items; otherwise it is redrawn with a warning.
+Cache: `$GLAD_CACHE` (or `~/.cache/glad`) `/fewshot/<dataset>/shot_{K}-seed_{seed}.json`,
+or an explicit `cache_dir`; nothing is written into the data folder. A draw found at
+`<dataset folder>/split_fewshot/shot_{K}-seed_{seed}.json` (where earlier versions wrote)
+is read too. A cached draw is reused only if it was drawn from the same items; otherwise it
+is redrawn with a warning. CoOp's own ImageNet draws (`split_fewshot/shot_K-seed_S.pkl`)
+are used when present, read by `glad.data.coop_pickle` (never plainly unpickled).
 """
 
 from __future__ import annotations
@@ -71,16 +73,36 @@ def _slug(dataset: DatasetSplits) -> str:
 
 def cache_candidates(dataset: DatasetSplits, shots: int, seed: int, repeat: bool = False,
                      cache_dir: str | None = None) -> list[str]:
-    """Where a draw is looked for, and written, in order of preference."""
+    """Where a draw is looked for, in order; the last one is where a new draw is written."""
     fname = _file_name(shots, seed, repeat)
     central = os.path.join("fewshot", _slug(dataset), fname)
     if cache_dir is not None:
         return [os.path.join(os.path.expanduser(os.fspath(cache_dir)), central)]
     paths = []
-    if dataset.folder is not None:
+    if dataset.folder is not None:  # read only: where earlier versions wrote
         paths.append(os.path.join(dataset.folder, "split_fewshot", fname))
     paths.append(os.path.join(default_cache_root(), central))
     return paths
+
+
+def _coop_draw(dataset: DatasetSplits, shots: int, seed: int, repeat: bool):
+    """CoOp's own draw (`split_fewshot/shot_K-seed_S.pkl`, ImageNet) as (train, val), or None."""
+    folder = dataset.info.get("coop_fewshot_dir")
+    if folder is None or repeat:
+        return None
+    path = os.path.join(folder, f"shot_{shots}-seed_{seed}.pkl")
+    if not os.path.isfile(path):
+        return None
+    from .coop_pickle import read_coop_pickle
+
+    train = read_coop_pickle(path, dataset.info.get("image_dir", dataset.folder or ""))["train"]
+    known = set(dataset.train)
+    stray = [d for d in train if d not in known]
+    if stray:
+        warnings.warn(f"CoOp's draw {path} names {len(stray)} item(s) not in {dataset.name} (e.g. "
+                      f"{stray[0].impath}); drawing again.", stacklevel=3)
+        return None
+    return train, dataset.val
 
 
 def _rel(path: str, folder: str | None) -> str:
@@ -146,22 +168,18 @@ def _load(path: str, dataset: DatasetSplits, shots: int, seed: int, repeat: bool
     return train, val
 
 
-def _save(paths: list[str], dataset, shots, seed, repeat, fp, train, val) -> str | None:
+def _save(path: str, dataset, shots, seed, repeat, fp, train, val) -> str | None:
     payload = {"format": CACHE_FORMAT, "dataset": dataset.name, "shots": shots, "seed": seed,
                "repeat": repeat, "source": fp, "train": _encode(train, dataset.folder)}
     if not dataset.val_is_test:
         payload["val"] = _encode(val, dataset.folder)
-    text = json.dumps(payload, indent=1)
-    errors = []
-    for path in paths:
-        try:
-            atomic_write_text(path, text)
-            return path
-        except OSError as e:  # read-only data folder: try the next place
-            errors.append(f"{path}: {e.strerror or e}")
-    warnings.warn(f"could not cache the few-shot draw ({'; '.join(errors)}); it will be redrawn "
-                  f"(identically) next time.", stacklevel=3)
-    return None
+    try:
+        atomic_write_text(path, json.dumps(payload, indent=1))
+        return path
+    except OSError as e:
+        warnings.warn(f"could not cache the few-shot draw ({path}: {e.strerror or e}); it will be redrawn "
+                      f"(identically) next time.", stacklevel=3)
+        return None
 
 
 def fewshot(dataset: DatasetSplits, shots: int, seed: int, cache_dir: str | None = None, *,
@@ -178,7 +196,11 @@ def fewshot(dataset: DatasetSplits, shots: int, seed: int, cache_dir: str | None
         raise TypeError(f"seed must be an int (CoOp seeds with 1, 2, 3), got {seed!r}")
     if shots < 1:
         return dataset
-    result = None
+    result = _coop_draw(dataset, shots, seed, repeat)
+    if result is not None:
+        train, val = result
+        return dataset.replace(train=train, val=val, info={**dataset.info, "shots": shots, "seed": seed,
+                                                           "draw": "coop-pickle"})
     fp = fingerprint(dataset)
     paths = cache_candidates(dataset, shots, seed, repeat, cache_dir)
     if use_cache:
@@ -189,6 +211,6 @@ def fewshot(dataset: DatasetSplits, shots: int, seed: int, cache_dir: str | None
     if result is None:
         result = draw_fewshot(dataset, shots, seed, repeat)
         if use_cache:
-            _save(paths, dataset, shots, seed, repeat, fp, *result)
+            _save(paths[-1], dataset, shots, seed, repeat, fp, *result)
     train, val = result
     return dataset.replace(train=train, val=val, info={**dataset.info, "shots": shots, "seed": seed})
