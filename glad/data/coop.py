@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from .coop_pickle import read_coop_pickle
 from .readers import (
     check_files_exist,
     classnames_from_items,
@@ -35,7 +36,6 @@ from .readers import (
     subfolders,
     where_to_get,
 )
-from .coop_pickle import read_coop_pickle
 from .templates import template_for
 from .types import DatasetError, DatasetSplits, Datum, MissingDataError
 
