@@ -7,7 +7,14 @@ import sys
 
 import click
 
-from glad.config import METHODS, PROTOCOLS, ConfigError, TrainConfig, canonical_settings
+from glad.config import (
+    EVAL_PRECISIONS,
+    METHODS,
+    PROTOCOLS,
+    ConfigError,
+    TrainConfig,
+    canonical_settings,
+)
 
 # TrainConfig field -> option name, for every flag that maps one-to-one.
 _FIELD_OPTIONS = {
@@ -18,6 +25,7 @@ _FIELD_OPTIONS = {
     "lora_r": "--lora-r", "lora_alpha": "--lora-alpha", "lora_dropout": "--lora-dropout", "rslora": "--rslora",
     "rho": "--rho", "gradreg_alpha": "--gradreg-alpha", "delta": "--delta", "kl_weight": "--kl-weight",
     "workers": "--workers", "eval_batch_size": "--eval-batch-size", "device": "--device",
+    "eval_precision": "--eval-precision",
     "deterministic": "--deterministic", "checkpoint_every": "--checkpoint-every", "max_iters": "--max-iters",
     "template": "--template", "crop_scale": "--crop-scale", "quick_gelu": "--quick-gelu",
 }
@@ -112,7 +120,9 @@ def _common(f):
                           "protocols: the first is the source, the rest are targets."),
         click.option("--data-root", default="data", envvar="GLAD_DATA",
                      help="Folder holding the CoOp dataset folders (imagenet/, dtd/, ...); env GLAD_DATA."),
-        click.option("--shots", type=int, default=16, help="Training images per class (few-shot draw)."),
+        click.option("--shots", type=int, multiple=True, default=[16], show_default=True,
+                     help="Training images per class (few-shot draw); repeatable with --protocol few-shot "
+                          "(e.g. --shots 1 --shots 16)."),
         click.option("--seeds", "seeds", type=int, multiple=True, help="Seeds (repeatable); default 1 2 3."),
         click.option("--seed", type=int, help="A single seed (same as one --seeds)."),
         click.option("--method", "methods", type=click.Choice(list(METHODS)), multiple=True,
@@ -132,6 +142,9 @@ def _common(f):
         click.option("--grad-clip", type=float, default=None, help="Clip the final gradient's norm."),
         click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto",
                      help="Training precision; auto: bf16 autocast on a GPU that has it, else fp32."),
+        click.option("--eval-precision", type=click.Choice(list(EVAL_PRECISIONS)), default="auto",
+                     help="Evaluation autocast; auto: fp16 on a GPU (as CoOp's published CLIP numbers), "
+                          "fp32 on a CPU. Recorded in every result."),
         click.option("--lora-r", type=int, default=8, help="LoRA rank."),
         click.option("--lora-alpha", type=float, default=8.0, help="LoRA scale numerator (alpha / r)."),
         click.option("--lora-dropout", type=float, default=0.0, help="Dropout on the LoRA input."),
@@ -265,17 +278,20 @@ def train(ctx, resume, demo, **params):
 @click.option("--adapter", type=click.Path(exists=True, file_okay=False), default=None,
               help="Adapter folder written by glad train (omit for zero-shot CLIP).")
 @click.option("--dataset", "datasets", multiple=True, required=True, help="Dataset(s) to evaluate on.")
-@click.option("--split", type=click.Choice(["all", "base", "novel"]), default="all")
-@click.option("--data-root", default="data", envvar="GLAD_DATA")
+@click.option("--split", type=click.Choice(["all", "base", "novel"]), default="all",
+              help="Classes to test on: all, or the base / novel half (relabelled, as in base-to-novel).")
+@click.option("--data-root", default="data", envvar="GLAD_DATA",
+              help="Folder holding the CoOp dataset folders; env GLAD_DATA.")
 @click.option("--model", default=None, help="Base model (default: the adapter's).")
 @click.option("--pretrained", default=None, help="Base weights (default: the adapter's).")
-@click.option("--cache-dir", default=None)
-@click.option("--offline", is_flag=True)
-@click.option("--batch-size", type=int, default=128)
-@click.option("--workers", type=int, default=4)
-@click.option("--device", default="auto")
-@click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--cache-dir", default=None, help="Where downloaded weights are cached.")
+@click.option("--offline", is_flag=True, help="Never reach the network for weights.")
+@click.option("--batch-size", type=int, default=128, help="Evaluation batch size.")
+@click.option("--workers", type=int, default=4, help="Data-loading worker processes (0: in the main one).")
+@click.option("--device", default="auto", help="auto, cpu, cuda or cuda:N.")
+@click.option("--precision", type=click.Choice(list(EVAL_PRECISIONS)), default="auto",
+              help="Evaluation autocast; auto: fp16 on a GPU (as CoOp's CLIP numbers), fp32 on a CPU.")
+@click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
 def evaluate_cmd(adapter, datasets, split, data_root, model, pretrained, cache_dir, offline, batch_size,
                  workers, device, precision, as_json):
     """Evaluate a saved adapter (or zero-shot CLIP) on any dataset."""

@@ -10,7 +10,7 @@ import re
 import typing
 from dataclasses import dataclass, field
 
-PROTOCOLS = ("base-to-novel", "cross-dataset", "domain-generalization")
+PROTOCOLS = ("base-to-novel", "cross-dataset", "domain-generalization", "few-shot")
 
 
 @dataclass(frozen=True)
@@ -37,6 +37,9 @@ METHODS = {
 }
 
 
+EVAL_PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+
+
 class ConfigError(ValueError):
     """A setting is out of range or inconsistent; the message says which and how to fix it."""
 
@@ -48,7 +51,7 @@ class TrainConfig:
     protocol: str = "base-to-novel"
     datasets: list[str] = field(default_factory=list)  # empty: the protocol's defaults
     data_root: str = "data"
-    shots: int = 16
+    shots: list[int] = field(default_factory=lambda: [16])  # several only for the few-shot protocol
     seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
     methods: list[str] = field(default_factory=lambda: ["glad"])
     model: str = "ViT-B-16"
@@ -64,6 +67,8 @@ class TrainConfig:
     warmup_iters: int = 0
     grad_clip: float | None = None
     precision: str = "auto"  # auto | fp32 | bf16 (autocast)
+    # evaluation autocast: auto = fp16 on CUDA (CoOp's CLIP numbers come from fp16), fp32 on CPU
+    eval_precision: str = "auto"
     # GLAD
     lora_r: int = 8
     lora_alpha: float = 8.0
@@ -105,7 +110,12 @@ class TrainConfig:
             (self.rho >= 0.0 and math.isfinite(self.rho), f"--rho must be >= 0, got {self.rho}"),
             (self.delta > 0.0, f"--delta must be > 0, got {self.delta}"),
             (self.kl_weight >= 0.0, f"--kl-weight must be >= 0, got {self.kl_weight}"),
-            (self.shots >= 1, f"--shots must be >= 1, got {self.shots}"),
+            (bool(self.shots) and all(k >= 1 for k in self.shots), f"--shots must be >= 1, got {self.shots}"),
+            (len(self.shots) == 1 or self.protocol == "few-shot",
+             f"several --shots ({self.shots}) need --protocol few-shot; other protocols train one shot count"),
+            (len(set(self.shots)) == len(self.shots), f"--shots repeats a value: {self.shots}"),
+            (self.eval_precision in EVAL_PRECISIONS,
+             f"--eval-precision must be one of {', '.join(EVAL_PRECISIONS)}, got {self.eval_precision!r}"),
             (self.epochs >= 1, f"--epochs must be >= 1, got {self.epochs}"),
             (self.batch_size >= 1, f"--batch-size must be >= 1, got {self.batch_size}"),
             (self.lr > 0.0, f"--lr must be > 0, got {self.lr}"),
@@ -140,6 +150,8 @@ class TrainConfig:
         """The settings that change what a trained adapter is (not where or how fast it runs)."""
         ignore = {"protocol", "output", "workers", "eval_batch_size", "device", "checkpoint_every", "datasets",
                   "seeds", "methods", "data_root", "cache_dir", "offline"}
+        if self.protocol == "few-shot":  # its job folders and records carry the shot count
+            ignore.add("shots")
         return {k: v for k, v in self.to_dict().items() if k not in ignore}
 
 
@@ -169,6 +181,7 @@ def _as_list(value):
 _FLAG_ALIASES = {
     "dataset": lambda v: ("datasets", _as_list(v)),
     "seed": lambda v: ("seeds", _as_list(v)),
+    "shots": lambda v: ("shots", _as_list(v)),
     "method": lambda v: ("methods", _as_list(v)),
     "grad_clip_norm": lambda v: ("grad_clip", v),
     "warmup": lambda v: ("warmup_iters", v),

@@ -15,8 +15,8 @@ def test_defaults_match_the_paper():
 
 
 @pytest.mark.parametrize("field,value,flag", [
-    ("gradreg_alpha", 1.5, "--gradreg-alpha"), ("rho", -0.1, "--rho"), ("shots", 0, "--shots"),
-    ("protocol", "few-shot", "protocol"), ("methods", ["coop"], "method"), ("precision", "fp8", "--precision"),
+    ("gradreg_alpha", 1.5, "--gradreg-alpha"), ("rho", -0.1, "--rho"), ("shots", [0], "--shots"),
+    ("protocol", "zero-shot", "protocol"), ("methods", ["coop"], "method"), ("precision", "fp8", "--precision"),
 ])
 def test_invalid_settings_are_named(field, value, flag):
     with pytest.raises(ConfigError, match=flag):
@@ -24,7 +24,7 @@ def test_invalid_settings_are_named(field, value, flag):
 
 
 def test_round_trip_and_unknown_keys():
-    cfg = TrainConfig(shots=4, seeds=[1])
+    cfg = TrainConfig(shots=[4], seeds=[1])
     assert TrainConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ConfigError, match="lr_rate"):
         TrainConfig.from_dict({"lr_rate": 1})

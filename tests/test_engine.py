@@ -94,6 +94,9 @@ def test_cross_dataset_then_domain_generalization_share_the_source_model(tiny, d
                  "--dataset", "imagenet_a", "--method", "glad", "--seed", "1")
     assert res.exit_code == 0, res.output
     assert done.stat().st_mtime_ns == stamp  # trained once, reused
+    dg_source = [r for r in read_records(str(out / "results.jsonl"))
+                 if r["protocol"] == "domain-generalization" and r["eval_dataset"] == "imagenet"]
+    assert len(dg_source) == 1 and dg_source[0]["reused_from"]["protocol"] == "cross-dataset"
     xd = (out / "results-cross-dataset.md").read_text()
     assert "| Method | imagenet (source) | dtd | eurosat | Target average |" in xd
     dg = (out / "results-domain-generalization.md").read_text()
@@ -105,7 +108,8 @@ def test_cross_dataset_then_domain_generalization_share_the_source_model(tiny, d
 
 @pytest.mark.parametrize("args,message", [
     (["--dataset", "no_such_set"], "no_such_set"),
-    (["--protocol", "few-shot"], "few-shot"),
+    (["--protocol", "few-shots"], "few-shots"),
+    (["--shots", "1", "--shots", "4"], "--protocol few-shot"),
     (["--method", "coop"], "coop"),
     (["--gradreg-alpha", "1.5"], "--gradreg-alpha"),
     (["--rho", "-1"], "--rho"),
@@ -240,3 +244,43 @@ def test_builtin_default_runs_offline_end_to_end(tmp_path):
     assert "|  | glad |" in res.output
     saved = json.loads((out / "config.json").read_text())["config"]
     assert saved["model"] == "glad-tiny" and saved["methods"] == ["zeroshot", "lora", "glad"]
+
+
+def test_few_shot_protocol_on_a_coop_root(tiny, data_root, tmp_path):
+    out = tmp_path / "fewshot"
+    flags = base_flags(data_root, out, **{"--epochs": 1})
+    del flags[flags.index("--shots"):flags.index("--shots") + 2]
+    res = _train(*flags, "--protocol", "few-shot", "--dataset", "dtd",
+                 "--dataset", "oxford_pets", "--shots", "1", "--shots", "2", "--method", "zeroshot",
+                 "--method", "lora", "--seeds", "1", "--seeds", "2")
+    assert res.exit_code == 0, res.output
+    records = read_records(str(out / "results.jsonl"))
+    lora = [r for r in records if r["method"] == "lora"]
+    assert sorted({(r["eval_dataset"], r["shots"], r["seed"]) for r in lora}) == [
+        (d, k, s) for d in ("dtd", "oxford_pets") for k in (1, 2) for s in (1, 2)]
+    assert all(r["split"] == "all" and r["num_samples"] in (12, 15) for r in records)  # full test split
+    for k in (1, 2):
+        done = json.loads((out / "lora" / f"dtd-all-{k}shot" / "seed1" / "done.json").read_text())
+        assert done["short_classes"] == {}  # 4 training images a class on disk
+    md = (out / "results-few-shot.md").read_text()
+    assert "| Dataset | Method | 1 shot | 2 shots |" in md and "| dtd | zeroshot |" in md
+    # zero-shot CLIP is evaluated once per dataset and recorded for every seed and shot count
+    zs = [r for r in records if r["method"] == "zeroshot"]
+    assert len(zs) == 2 * 2 * 2 and sum("reused_from" not in r for r in zs) == 2
+    assert len({r["accuracy"] for r in zs if r["eval_dataset"] == "dtd"}) == 1
+    assert all(r["eval_precision"] == "fp32" for r in records)  # CPU default
+    res = CliRunner().invoke(cli, ["report", str(out), "--plot"])
+    assert res.exit_code == 0, res.output
+    assert (out / "results-few-shot.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_few_shot_demo_on_the_builtin_world(tmp_path):
+    env = {"GLAD_CACHE": str(tmp_path / "cache"), "GLAD_TINY_BUDGET": "test"}
+    out = tmp_path / "demo"
+    res = _train("--demo", "--protocol", "few-shot", "--output", str(out), "--epochs", "1", "--seeds", "1",
+                 "--max-iters", "2", "--shots", "1", "--shots", "4", "--method", "lora", env=env)
+    assert res.exit_code == 0, res.output
+    records = read_records(str(out / "results.jsonl"))
+    assert {(r["eval_dataset"], r["shots"]) for r in records} == {
+        (d, k) for d in ("world_shapes", "world_scenes") for k in (1, 4)}
+    assert "| world_shapes | lora |" in res.output

@@ -97,3 +97,22 @@ def test_rows_grouped_by_dataset_in_ablation_order_and_csv_numbers():
     assert float(lora[2]) == 62.5 and float(lora[3]) == 0.5 and "±" not in ",".join(lora)
     md = table.markdown()
     assert "population std" in md
+
+
+def test_few_shot_table_by_dataset_and_shots():
+    from glad.engine.results import few_shot_table
+
+    recs = []
+    for ds, base in (("dtd", 40.0), ("eurosat", 60.0)):
+        for k in (1, 4, 16):
+            for seed in (1, 2, 3):
+                recs.append({**_rec("few-shot", "glad", ds, ds, "all", seed, base + k + seed), "shots": k})
+            recs.append({**_rec("few-shot", "zeroshot", ds, ds, "all", 1, base), "shots": k})
+    table = few_shot_table(recs)
+    assert table.header == ["Dataset", "Method", "1 shot", "4 shots", "16 shots"]
+    assert table.rows[0] == ["dtd", "zeroshot", "40.00", "40.00", "40.00"]
+    assert table.rows[1][:3] == ["", "glad", f"43.00 ± {statistics.pstdev([42, 43, 44]):.2f}"]
+    avg = [r for r in table.rows if r[0] == "Average" or (r[0] == "" and table.rows.index(r) > 3)]
+    assert avg[-1][1] == "glad" and float(avg[-1][4]) == pytest.approx((58 + 78) / 2)
+    assert table.csv().splitlines()[0] == ("Dataset,Method,1 shot,1 shot std,4 shots,4 shots std,16 shots,"
+                                           "16 shots std")

@@ -6,6 +6,8 @@
   few-shot draw, test base and novel separately (each relabelled from 0).
 * "cross-dataset": train on ImageNet (all classes); test on the 10 other datasets.
 * "domain-generalization": the same ImageNet model; test on ImageNet-V2, -Sketch, -A, -R.
+* "few-shot": each of the 11 datasets on its own, all classes, K shots (CoOp's and
+  CLIP-LoRA's main table: K in 1, 2, 4, 8, 16), tested on the full test split.
 
 Other dataset sets (glad's built-in offline world) are variants of the same protocols:
 `register_protocol_defaults(protocol, source, targets, variant="builtin")` adds one,
@@ -57,7 +59,10 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
              "imagenet", TRANSFER_TARGETS),
     Protocol("domain-generalization", "the cross-dataset ImageNet model tested on 4 shifted ImageNets",
              "imagenet", DG_TARGETS),
+    Protocol("few-shot", "train on all classes of each dataset with K shots, test on its full test split",
+             None, BASE_TO_NOVEL_DATASETS),
 )}
+FEW_SHOT_SHOTS = (1, 2, 4, 8, 16)
 
 _VARIANTS: dict[str, dict[str, Protocol]] = {"coop": PROTOCOLS}
 _world_loaded = False
@@ -68,7 +73,7 @@ def normalize_protocol(name: str) -> str:
     key = name.strip().lower().replace("_", "-")
     aliases = {"b2n": "base-to-novel", "base2novel": "base-to-novel", "base-to-new": "base-to-novel",
                "xd": "cross-dataset", "dg": "domain-generalization", "domain-generalisation":
-               "domain-generalization"}
+               "domain-generalization", "fewshot": "few-shot", "few_shot": "few-shot"}
     key = aliases.get(key, key)
     if key not in PROTOCOLS:
         raise ValueError(f"unknown protocol {name!r}; choose one of {', '.join(PROTOCOLS)}")

@@ -301,7 +301,7 @@ def transient_peak_bytes(fn, device: torch.device) -> int | None:
 def _runtime(device: str, precision: str):
     from glad.engine.runtime import setup_runtime
 
-    return setup_runtime(device, precision)
+    return setup_runtime(device, precision, eval_precision=precision if precision in ("fp32", "bf16") else "auto")
 
 
 def _load_backbone(model: str, pretrained: str | None, device: torch.device, seed: int):

@@ -12,7 +12,7 @@ BUILTIN_PRETRAINED = "glad-world"
 BUILTIN_METHODS = ["zeroshot", "lora", "glad"]
 
 # Few-shot training on 32px images with a tiny model: shorter schedule, same recipe.
-BUILTIN_TRAINING = {"shots": 16, "epochs": 10, "batch_size": 32, "lr": 1e-3, "seeds": [1, 2, 3], "workers": 0,
+BUILTIN_TRAINING = {"shots": [16], "epochs": 10, "batch_size": 32, "lr": 1e-3, "seeds": [1, 2, 3], "workers": 0,
                     "eval_batch_size": 256}
 
 
@@ -28,11 +28,16 @@ def builtin_datasets(protocol: str) -> list[str]:
 
 def builtin_overrides(protocol: str) -> dict:
     """TrainConfig fields of the built-in default for `protocol`."""
+    training = dict(BUILTIN_TRAINING)
+    if protocol == "few-shot":
+        training["shots"] = [1, 4, 16]
     return {"protocol": protocol, "datasets": builtin_datasets(protocol), "model": BUILTIN_MODEL,
             "pretrained": BUILTIN_PRETRAINED, "methods": list(BUILTIN_METHODS),
-            "output": _builtin_output(protocol), **BUILTIN_TRAINING}
+            "output": _builtin_output(protocol), **training}
 
 
 def _builtin_output(protocol: str) -> str:
     # Cross-dataset and domain generalization share their source model, as on ImageNet.
-    return "runs/builtin-base-to-novel" if protocol == "base-to-novel" else "runs/builtin-transfer"
+    if protocol in ("cross-dataset", "domain-generalization"):
+        return "runs/builtin-transfer"
+    return f"runs/builtin-{protocol}"

@@ -32,7 +32,7 @@ def class_text_features(model, classnames, template, runtime: Runtime, chunk: in
     feats = []
     for i in range(0, len(prompts), chunk):
         tokens = model.tokenize(prompts[i:i + chunk]).to(runtime.device)
-        with runtime.autocast():
+        with runtime.eval_autocast():
             feats.append(model.encode_text(tokens).float())
     return torch.cat(feats)
 
@@ -41,7 +41,7 @@ def class_text_features(model, classnames, template, runtime: Runtime, chunk: in
 def predict(model, images, text_features, runtime: Runtime) -> torch.Tensor:
     """Predicted class index of each image against `text_features` (no host sync)."""
     images = images.to(runtime.device, non_blocking=True)
-    with runtime.autocast():
+    with runtime.eval_autocast():
         feats = model.encode_image(images)
         logits = model.logits(feats.float(), text_features)
     return logits.argmax(dim=1)

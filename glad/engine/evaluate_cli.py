@@ -18,7 +18,7 @@ def evaluate_adapter(adapter: str | None, datasets: list[str], split: str = "all
     weights = pretrained if pretrained is not None else config.get("pretrained", "openai")
     if isinstance(weights, str) and weights.lower() == "none":
         weights = None
-    runtime = setup_runtime(device, precision)
+    runtime = setup_runtime(device, eval_precision=precision)
     data = [build_dataset(name, data_root) for name in datasets]  # fail on missing data before loading weights
     # The activation the adapter was trained with (older adapters: decided from the weights).
     clip, _, _, tokenizer = load_clip(model_name, weights, cache_dir=cache_dir, device=runtime.device,
@@ -35,5 +35,5 @@ def evaluate_adapter(adapter: str | None, datasets: list[str], split: str = "all
         part = ds if split == "all" else subsample_classes(ds, split)
         res = evaluate(net, part.test, part.classnames, part.template, transform, runtime,
                        batch_size=batch_size, workers=workers)
-        results.append({"dataset": name, "split": split, **res})
+        results.append({"dataset": name, "split": split, "eval_precision": runtime.eval_precision, **res})
     return results

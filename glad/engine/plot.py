@@ -1,12 +1,20 @@
-"""Bar charts of a run's results (matplotlib, optional): base / novel / HM per dataset for
-base-to-novel, source / each target / target average for the transfer protocols."""
+"""Charts of a run's results (matplotlib, optional), one per protocol, in the tables' terms:
+
+* base-to-novel: Base, Novel and HM panels; a group per dataset and the Average group; a bar
+  per method in the ablation's order; error bars are the population std over seeds;
+* cross-dataset / domain generalization: the source, each target and the target average;
+* few-shot: accuracy against the number of shots, a panel per dataset and the Average.
+
+Legends sit outside the axes, so they cover nothing.
+"""
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections import defaultdict
 
-from glad.engine.results import harmonic_mean
+from glad.engine.results import _method_order, harmonic_mean
 from glad.io import atomic_path
 
 
@@ -24,74 +32,136 @@ def _save(fig, path: str) -> str:
 
     fig.tight_layout()
     with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
+        fig.savefig(tmp, format="png", dpi=120, bbox_inches="tight")
     plt.close(fig)
     return path
 
 
+def _seed_values(records, protocol, key):
+    """{key(record): [accuracy per seed]} for one protocol (a rerun of a seed replaces it)."""
+    grouped = defaultdict(dict)
+    for r in records:
+        if r["protocol"] == protocol:
+            grouped[key(r)][r["seed"]] = r["accuracy"]
+    return {k: [v[s] for s in sorted(v)] for k, v in grouped.items()}
+
+
+def _mean_std(values):
+    return (statistics.fmean(values), statistics.pstdev(values)) if values else (math.nan, 0.0)
+
+
+def _grouped_bars(ax, groups, methods, value, title):
+    """Bars per group (x) and method (colour); value(group, method) -> (mean, std or None)."""
+    width = 0.8 / max(1, len(methods))
+    for i, method in enumerate(methods):
+        stats = [value(g, method) for g in groups]
+        means = [m for m, _ in stats]
+        errors = [math.nan if e is None else e for _, e in stats]  # NaN: no bar drawn (an average)
+        xs = [x + (i - (len(methods) - 1) / 2) * width for x in range(len(groups))]
+        has_error = any(e == e and e > 0 for e in errors)
+        ax.bar(xs, means, width, yerr=errors if has_error else None, capsize=2, label=method)
+    ax.set_xticks(range(len(groups)), groups, fontsize=8, rotation=30, ha="right")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title)
+
+
 def plot_protocol(records: list[dict], protocol: str, path: str) -> str:
     """The chart of `protocol`'s records; returns `path`."""
-    if protocol == "base-to-novel":
-        return plot_base_novel(records, path)
+    draw = {"base-to-novel": plot_base_novel, "few-shot": plot_few_shot}.get(protocol)
+    if draw is not None:
+        return draw(records, path)
     return plot_transfer(records, protocol, path)
 
 
-def plot_transfer(records: list[dict], protocol: str, path: str) -> str:
-    """Seed-averaged accuracy per method on the source, each target and the target average."""
-    plt = _pyplot()
-    acc = defaultdict(list)
-    for r in records:
-        if r["protocol"] == protocol:
-            acc[(r["method"], r["train_dataset"], r["eval_dataset"])].append(r["accuracy"])
+def plot_base_novel(records: list[dict], path: str) -> str:
+    """Base, Novel and HM per dataset and on average, one bar per method."""
+    acc = _seed_values(records, "base-to-novel", lambda r: (r["method"], r["train_dataset"], r["split"]))
     if not acc:
-        raise ValueError(f"no {protocol} results to plot")
-    methods = list(dict.fromkeys(m for m, _, _ in acc))
-    source = next(iter(acc))[1]
-    targets = list(dict.fromkeys(e for _, _, e in acc if e != source))
-    columns = [f"{source}\n(source)", *targets, "target\naverage"]
-    fig, ax = plt.subplots(figsize=(max(6, 1.1 * len(columns) * max(1, len(methods)) / 2), 4))
-    width = 0.8 / len(methods)
-    for i, method in enumerate(methods):
-        values = [statistics.fmean(acc.get((method, source, source), [0.0]))]
-        means = [statistics.fmean(acc[(method, source, t)]) for t in targets if (method, source, t) in acc]
-        values += [statistics.fmean(acc.get((method, source, t), [0.0])) for t in targets]
-        values.append(statistics.fmean(means) if means else 0.0)
-        ax.bar([x + (i - (len(methods) - 1) / 2) * width for x in range(len(columns))], values, width,
-               label=method)
-    ax.set_xticks(range(len(columns)), columns, fontsize=8)
-    ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    ax.set_title(protocol.replace("-", " ").capitalize())
+        raise ValueError("no base-to-novel results to plot")
+    methods = _method_order(k[0] for k in acc)
+    datasets = list(dict.fromkeys(k[1] for k in acc))
+    groups = [*datasets, "Average"]
+
+    def split_mean(ds, method, split):
+        if ds == "Average":
+            means = [statistics.fmean(acc[(method, d, split)]) for d in datasets if (method, d, split) in acc]
+            return (statistics.fmean(means) if means else math.nan), None
+        return _mean_std(acc.get((method, ds, split), []))
+
+    def hm(ds, method):
+        b, n = split_mean(ds, method, "base")[0], split_mean(ds, method, "novel")[0]
+        return (harmonic_mean(b, n) if not (math.isnan(b) or math.isnan(n)) else math.nan), None
+
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, 3, figsize=(max(9, 1.0 * len(groups) * 3), 4), sharey=True)
+    _grouped_bars(axes[0], groups, methods, lambda g, m: split_mean(g, m, "base"), "Base")
+    _grouped_bars(axes[1], groups, methods, lambda g, m: split_mean(g, m, "novel"), "Novel")
+    _grouped_bars(axes[2], groups, methods, hm, "HM")
+    axes[2].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    fig.suptitle("Base-to-novel generalization (mean ± population std over seeds)")
     return _save(fig, path)
 
 
-def plot_base_novel(records: list[dict], path: str) -> str:
-    """Draw seed-averaged Base, Novel and HM per (dataset, method); returns `path`."""
-    plt = _pyplot()
+def plot_transfer(records: list[dict], protocol: str, path: str) -> str:
+    """Accuracy per method on the source, each target and the target average."""
+    acc = _seed_values(records, protocol, lambda r: (r["method"], r["train_dataset"], r["eval_dataset"]))
+    if not acc:
+        raise ValueError(f"no {protocol} results to plot")
+    methods = _method_order(k[0] for k in acc)
+    source = next(iter(acc))[1]
+    targets = list(dict.fromkeys(e for _, _, e in acc if e != source))
+    groups = [f"{source} (source)", *targets, "target average"]
 
-    acc = defaultdict(list)
-    for r in records:
-        if r["protocol"] == "base-to-novel":
-            acc[(r["train_dataset"], r["method"], r["split"])].append(r["accuracy"])
-    groups = sorted({(d, m) for d, m, _ in acc})
-    if not groups:
-        raise ValueError("no base-to-novel results to plot")
-    labels, bars = [], {"Base": [], "Novel": [], "HM": []}
-    for ds, method in groups:
-        b = statistics.fmean(acc.get((ds, method, "base"), [0.0]))
-        n = statistics.fmean(acc.get((ds, method, "novel"), [0.0]))
-        labels.append(f"{ds}\n{method}")
-        bars["Base"].append(b)
-        bars["Novel"].append(n)
-        bars["HM"].append(harmonic_mean(b, n))
-    fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(groups)), 4))
-    width = 0.27
-    for i, (name, values) in enumerate(bars.items()):
-        ax.bar([x + (i - 1) * width for x in range(len(groups))], values, width, label=name)
-    ax.set_xticks(range(len(groups)), labels, fontsize=8)
-    ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_ylim(0, 100)
-    ax.legend()
-    ax.set_title("Base-to-novel generalization")
+    def value(group, method):
+        if group == "target average":
+            means = [statistics.fmean(acc[(method, source, t)]) for t in targets if (method, source, t) in acc]
+            return (statistics.fmean(means) if means else math.nan), None
+        name = source if group.endswith("(source)") else group
+        return _mean_std(acc.get((method, source, name), []))
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(groups) * max(1, len(methods)) / 2), 4))
+    _grouped_bars(ax, groups, methods, value, protocol.replace("-", " ").capitalize())
+    ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    return _save(fig, path)
+
+
+def plot_few_shot(records: list[dict], path: str) -> str:
+    """Accuracy against shots: a panel per dataset and the Average, a line per method."""
+    acc = _seed_values(records, "few-shot", lambda r: (r["method"], r["train_dataset"], r.get("shots", 16)))
+    if not acc:
+        raise ValueError("no few-shot results to plot")
+    methods = _method_order(k[0] for k in acc)
+    datasets = list(dict.fromkeys(k[1] for k in acc))
+    shots = sorted({k[2] for k in acc})
+    panels = ["Average", *datasets]
+    cols = min(4, len(panels))
+    rows = math.ceil(len(panels) / cols)
+    plt = _pyplot()
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 2.8 * rows), squeeze=False)
+    for ax, panel in zip(axes.flat, panels, strict=False):
+        for method in methods:
+            means, errors = [], []
+            for k in shots:
+                if panel == "Average":
+                    vals = [statistics.fmean(acc[(method, d, k)]) for d in datasets if (method, d, k) in acc]
+                    means.append(statistics.fmean(vals) if vals else math.nan)
+                    errors.append(0.0)
+                else:
+                    m, e = _mean_std(acc.get((method, panel, k), []))
+                    means.append(m)
+                    errors.append(e)
+            ax.errorbar(shots, means, yerr=errors if any(errors) else None, marker="o", capsize=2,
+                        label=method)
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(shots, [str(k) for k in shots])
+        ax.set_title(panel, fontsize=9)
+        ax.set_xlabel("shots per class", fontsize=8)
+        ax.set_ylabel("top-1 accuracy (%)", fontsize=8)
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    handles, labels = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.suptitle("Few-shot classification (mean ± population std over seeds)")
     return _save(fig, path)

@@ -193,12 +193,54 @@ def transfer_table(records: list[dict], protocol: str) -> Table:
     return Table(f"{title.get(protocol, protocol)} (top-1 %, {STD_NOTE})", header, rows, csv_header, csv_rows)
 
 
+def few_shot_table(records: list[dict]) -> Table:
+    """Accuracy on the full test split per dataset and shot count (CoOp's Figure 3 / CLIP-LoRA's
+    Table 1), grouped by dataset, then the Average group (mean over datasets per shot count)."""
+    grouped = defaultdict(dict)
+    for rec in records:
+        if rec.get("protocol") == "few-shot":
+            grouped[(rec["method"], rec["train_dataset"], rec.get("shots", 16))][rec["seed"]] = rec["accuracy"]
+    acc = {k: [v[s] for s in sorted(v)] for k, v in grouped.items()}
+    methods = _method_order(k[0] for k in acc)
+    datasets = _ordered(k[1] for k in acc)
+    shots = sorted({k[2] for k in acc})
+    label = [f"{k} shot" + ("s" if k != 1 else "") for k in shots]
+    rows, csv_rows = [], []
+    per_shot = defaultdict(list)
+    for ds in datasets:
+        first = True
+        for method in methods:
+            cells = [acc.get((method, ds, k)) for k in shots]
+            if not any(cells):
+                continue
+            for k, vals in zip(shots, cells, strict=True):
+                if vals:
+                    per_shot[(method, k)].append(statistics.fmean(vals))
+            rows.append([ds if first else "", method, *(_cell(v, _seeded(method)) for v in cells)])
+            csv_rows.append([ds, method, *(n for v in cells for n in _numbers(v))])
+            first = False
+    first = True
+    for method in methods:
+        means = [per_shot.get((method, k)) for k in shots]
+        if any(means):
+            rows.append(["Average" if first else "", method,
+                         *(f"{statistics.fmean(m):.2f}" if m else "-" for m in means)])
+            csv_rows.append(["Average", method, *(c for m in means
+                                                  for c in ((f"{statistics.fmean(m):.4f}", "") if m else ("", "")))])
+            first = False
+    csv_header = ["Dataset", "Method", *(c for name in label for c in (name, f"{name} std"))]
+    return Table(f"Few-shot classification (top-1 %, {STD_NOTE})", ["Dataset", "Method", *label], rows,
+                 csv_header, csv_rows)
+
+
 def build_tables(records: list[dict]) -> list[Table]:
     protocols = _ordered(r["protocol"] for r in records)
     tables = []
     for protocol in protocols:
         if protocol == "base-to-novel":
             tables.append(base_to_novel_table(records))
+        elif protocol == "few-shot":
+            tables.append(few_shot_table(records))
         else:
             tables.append(transfer_table(records, protocol))
     return tables

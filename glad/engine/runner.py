@@ -63,25 +63,27 @@ class OutputConflictError(RuntimeError):
 
 @dataclass(frozen=True)
 class Job:
-    """Train `train_dataset` (its `classes` part) and evaluate on each of `evals`."""
+    """Train `train_dataset` (its `classes` part) with `shots` a class; evaluate on each of `evals`."""
 
     train_dataset: str
     classes: str  # "base" | "all"
     evals: tuple[tuple[str, str], ...]  # (eval dataset, split: base | novel | all)
+    shots: int = 16
 
 
 def plan(cfg: TrainConfig) -> list[Job]:
     """The jobs of a protocol (glad.data.PROTOCOLS); `--dataset` names override its datasets:
-    each one for base-to-novel, SOURCE TARGET... for the transfer protocols."""
+    each one for base-to-novel and few-shot (one job per shot count), SOURCE TARGET... for the
+    transfer protocols."""
     protocol = PROTOCOLS[cfg.protocol]
     if protocol.source is None:
         names = cfg.datasets or protocol.targets
-        return [Job(ds, protocol.train_classes, tuple((ds, split) for split in protocol.test_classes))
-                for ds in names]
+        return [Job(ds, protocol.train_classes, tuple((ds, split) for split in protocol.test_classes), k)
+                for ds in names for k in cfg.shots]
     source, targets = protocol.source, protocol.targets
     if cfg.datasets:
         source, targets = cfg.datasets[0], cfg.datasets[1:] or targets
-    return [Job(source, "all", tuple([(source, "all")] + [(t, "all") for t in targets]))]
+    return [Job(source, "all", tuple([(source, "all")] + [(t, "all") for t in targets]), cfg.shots[0])]
 
 
 def dataset_label(spec: str) -> str:
@@ -224,7 +226,7 @@ class Runner:
     # -- the run ------------------------------------------------------------------------
     def run(self):
         cfg = self.cfg
-        self.runtime = setup_runtime(cfg.device, cfg.precision, cfg.deterministic)
+        self.runtime = setup_runtime(cfg.device, cfg.precision, cfg.deterministic, cfg.eval_precision)
         check_output(cfg, self.resume)
         jobs = plan(cfg)
         self.labels = dataset_labels(n for job in jobs for n in (job.train_dataset, *(e for e, _ in job.evals)))
@@ -245,8 +247,14 @@ class Runner:
         results_path = os.path.join(cfg.output, "results.jsonl")
         # Read once: each (method, job, seed) is visited once a run, so no record added below
         # can change what is done.
-        done = {(r["method"], r["train_dataset"], r["eval_dataset"], r["split"], r["seed"])
-                for r in read_records(results_path) if r["protocol"] == cfg.protocol}
+        records = read_records(results_path)
+        done = {_record_key(r) for r in records if r["protocol"] == cfg.protocol}
+        # Evaluations another protocol of this folder already made (the shared ImageNet source
+        # model of cross-dataset and domain generalization; zero-shot CLIP anywhere), reused.
+        self.reusable = {}
+        for r in records:
+            if r.get("eval_precision", "fp32") == self.runtime.eval_precision:
+                self.reusable.setdefault(_reuse_key(METHODS.get(r["method"]), *_record_key(r)), r)
         for method_name in cfg.methods:
             method = METHODS[method_name]
             for job in jobs:
@@ -262,24 +270,44 @@ class Runner:
         self.runtime.barrier()
         return tables
 
+    def job_dir(self, method, job: Job, seed: int) -> str:
+        name = f"{self.labels[job.train_dataset]}-{job.classes}"
+        if self.cfg.protocol == "few-shot":  # one folder per shot count
+            name += f"-{job.shots}shot"
+        return os.path.join(self.cfg.output, method.name, name, f"seed{seed}")
+
     def _run_job(self, method, job: Job, seed: int, results_path: str, done: set) -> None:
         cfg, runtime = self.cfg, self.runtime
         train_label = self.labels[job.train_dataset]
-        todo = [(e, s) for e, s in job.evals if (method.name, train_label, self.labels[e], s, seed) not in done]
+        keys = {(e, s): (method.name, train_label, self.labels[e], s, seed, job.shots) for e, s in job.evals}
+        todo = [(e, s) for e, s in job.evals if keys[e, s] not in done]
         if not todo:
             log.info("%s %s seed %d: done, skipped", method.name, train_label, seed)
             return
-        job_dir = os.path.join(cfg.output, method.name, f"{train_label}-{job.classes}", f"seed{seed}")
+        fresh = []
+        for eval_name, split in todo:
+            earlier = self.reusable.get(_reuse_key(method, *keys[eval_name, split]))
+            if earlier is None:
+                fresh.append((eval_name, split))
+            elif runtime.is_main:  # the same model on the same images: its record, not a new pass
+                self._record(results_path, {**earlier, "protocol": cfg.protocol, "train_dataset": train_label,
+                                            "seed": seed, "shots": job.shots, "eval_seconds": 0.0,
+                                            "reused_from": {k: earlier[k] for k in ("protocol", "seed")},
+                                            "config": cfg.to_dict(), **_provenance()})
+        if not fresh:
+            return
+        job_dir = self.job_dir(method, job, seed)
         model = self.build_model(method, seed)
         extra = {}
         if method.train:
             extra = self._train_or_load(model, method, job, seed, job_dir)
         transform = test_transform(self.image_size())
-        for eval_name, split in todo:
+        for eval_name, split in fresh:
             self._check_stop()
             data = self.dataset(eval_name)
             if split != "all":
                 data = subsample_classes(data, split)
+            record = None
             if runtime.is_main:
                 start = time.perf_counter()
                 res = evaluate(model, data.test, data.classnames, cfg.template or data.template, transform,
@@ -287,25 +315,33 @@ class Runner:
                                stop_flag=self.stop_flag)
                 record = {"protocol": cfg.protocol, "method": method.name, "train_dataset": train_label,
                           "eval_dataset": self.labels[eval_name], "split": split, "seed": seed,
-                          "shots": cfg.shots, "model": cfg.model, "pretrained": cfg.pretrained,
-                          "quick_gelu": uses_quick_gelu(model.clip), **extra, **res,
-                          "eval_seconds": round(time.perf_counter() - start, 3),
+                          "shots": job.shots, "model": cfg.model, "pretrained": cfg.pretrained,
+                          "quick_gelu": uses_quick_gelu(model.clip), "eval_precision": runtime.eval_precision,
+                          **extra, **res, "eval_seconds": round(time.perf_counter() - start, 3),
                           "config": cfg.to_dict(), **_provenance()}
-                append_line(results_path, json.dumps(record, sort_keys=True))
-                if method.train:
-                    append_line(os.path.join(job_dir, "results.jsonl"), json.dumps(record, sort_keys=True))
-                self.echo(f"{method.name:>14} | {train_label} -> {self.labels[eval_name]} [{split}] seed {seed}: "
-                          f"{res['accuracy']:.2f}% of {res['num_samples']}")
+                self._record(results_path, record, job_dir if method.train else None)
+            # every rank knows the key (only rank 0 holds the record): all take the same path
+            self.reusable[_reuse_key(method, *keys[eval_name, split])] = record
             runtime.barrier()
+
+    def _record(self, results_path: str, record: dict, job_dir: str | None = None) -> None:
+        line = json.dumps(record, sort_keys=True)
+        append_line(results_path, line)
+        if job_dir is not None:
+            append_line(os.path.join(job_dir, "results.jsonl"), line)
+        reused = " (reused)" if "reused_from" in record else ""
+        self.echo(f"{record['method']:>14} | {record['train_dataset']} -> {record['eval_dataset']} "
+                  f"[{record['split']}] seed {record['seed']}: {record['accuracy']:.2f}% of "
+                  f"{record['num_samples']}{reused}")
 
     def _train_or_load(self, model, method, job: Job, seed: int, job_dir: str) -> dict:
         """Train the job (or load its finished adapter); returns what its records carry."""
         cfg, runtime = self.cfg, self.runtime
         adapter = os.path.join(job_dir, "adapter")
-        data = fewshot(self.dataset(job.train_dataset), cfg.shots, seed)
+        data = fewshot(self.dataset(job.train_dataset), job.shots, seed)
         if job.classes != "all":
             data = subsample_classes(data, job.classes)
-        short = short_classes(data.train, data.classnames, cfg.shots)
+        short = short_classes(data.train, data.classnames, job.shots)
         extra = {"short_classes": short}
         if os.path.exists(os.path.join(job_dir, "done.json")):
             load_adapter(model, adapter)
@@ -313,7 +349,7 @@ class Runner:
         if short and runtime.is_main:
             listed = ", ".join(f"{name} ({n})" for name, n in list(short.items())[:10])
             log.warning("%s: %d class(es) have fewer than %d training images and train on what they have: %s%s",
-                        self.labels[job.train_dataset], len(short), cfg.shots, listed,
+                        self.labels[job.train_dataset], len(short), job.shots, listed,
                         " ..." if len(short) > 10 else "")
         start = time.perf_counter()
         crop_scale = cfg.crop_scale or data.info.get("crop_scale") or (0.08, 1.0)
@@ -333,6 +369,18 @@ class Runner:
         return extra
 
 
+def _record_key(r: dict) -> tuple:
+    return (r["method"], r["train_dataset"], r["eval_dataset"], r["split"], r["seed"], r.get("shots", 16))
+
+
+def _reuse_key(method, name, train_dataset, eval_dataset, split, seed, shots) -> tuple:
+    """What an evaluation's result depends on: zero-shot CLIP only on the images and classes;
+    a trained adapter also on what it was trained on (dataset, classes, seed, shots)."""
+    if method is not None and not method.train:
+        return (name, eval_dataset, split)
+    return (name, train_dataset, eval_dataset, split, seed, shots)
+
+
 def short_classes(items, classnames, shots: int) -> dict[str, int]:
     """Classes of a few-shot training set holding fewer than `shots` images: {class name: count}."""
     counts = [0] * len(classnames)
@@ -347,6 +395,6 @@ def run_protocol(cfg: TrainConfig, resume: bool = False, echo=print, stop_flag=l
     `stop_flag()` turning true stops the run after the current step (with a checkpoint) or
     between evaluations, raising StopRequested; `--resume` continues it.
     """
-    if cfg.protocol not in ("base-to-novel", "cross-dataset", "domain-generalization"):
+    if cfg.protocol not in PROTOCOLS:
         raise ConfigError(f"unknown protocol {cfg.protocol!r}")
     return Runner(cfg, resume=resume, echo=echo, stop_flag=stop_flag).run()

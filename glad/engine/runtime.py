@@ -18,6 +18,16 @@ class Runtime:
     autocast_dtype: torch.dtype | None = None
     rank: int = 0
     world_size: int = 1
+    eval_precision: str = "fp32"  # fp32 | fp16 | bf16: autocast of evaluation passes
+
+    @property
+    def eval_dtype(self) -> torch.dtype | None:
+        return {"fp16": torch.float16, "bf16": torch.bfloat16}.get(self.eval_precision)
+
+    def eval_autocast(self):
+        if self.eval_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.eval_dtype)
 
     @property
     def is_main(self) -> bool:
@@ -33,7 +43,8 @@ class Runtime:
             dist.barrier()
 
 
-def setup_runtime(device: str = "auto", precision: str = "auto", deterministic: bool = False) -> Runtime:
+def setup_runtime(device: str = "auto", precision: str = "auto", deterministic: bool = False,
+                  eval_precision: str = "auto") -> Runtime:
     """Pick the device and precision; join the process group when started by torchrun."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -61,4 +72,7 @@ def setup_runtime(device: str = "auto", precision: str = "auto", deterministic: 
         torch.use_deterministic_algorithms(True, warn_only=True)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     dtype = torch.bfloat16 if precision == "bf16" else None
-    return Runtime(device=dev, autocast_dtype=dtype, rank=rank, world_size=world_size)
+    if eval_precision == "auto":  # CoOp's published CLIP numbers are fp16 ones
+        eval_precision = "fp16" if dev.type == "cuda" else "fp32"
+    return Runtime(device=dev, autocast_dtype=dtype, rank=rank, world_size=world_size,
+                   eval_precision=eval_precision)

@@ -141,6 +141,7 @@ BUILTIN_PROTOCOLS: dict[str, dict] = {
     "base-to-novel": {"datasets": ["world_shapes", "world_scenes"]},
     "cross-dataset": {"source": "world_shapes", "targets": ["world_textures", "world_colours", "world_counts"]},
     "domain-generalization": {"source": "world_shapes", "targets": ["world_sketch", "world_noisy", "world_palette"]},
+    "few-shot": {"datasets": ["world_shapes", "world_scenes"]},
 }
 
 
@@ -212,7 +213,7 @@ def register_all() -> None:
     register = getattr(data, "register_protocol_defaults", None)
     if register is not None:
         for protocol, spec in BUILTIN_PROTOCOLS.items():
-            if protocol == "base-to-novel":
+            if "datasets" in spec:
                 register(protocol, None, spec["datasets"], variant="builtin")
             else:
                 register(protocol, spec["source"], spec["targets"], variant="builtin")
