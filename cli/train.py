@@ -27,7 +27,7 @@ _FIELD_OPTIONS = {
     "workers": "--workers", "eval_batch_size": "--eval-batch-size", "device": "--device",
     "eval_precision": "--eval-precision",
     "deterministic": "--deterministic", "checkpoint_every": "--checkpoint-every", "max_iters": "--max-iters",
-    "template": "--template", "crop_scale": "--crop-scale", "quick_gelu": "--quick-gelu",
+    "template": "--template", "tensorboard": "--tensorboard", "crop_scale": "--crop-scale", "quick_gelu": "--quick-gelu",
 }
 
 
@@ -88,7 +88,8 @@ def _build_config(ctx: click.Context, params: dict, demo: bool = False) -> Train
     except ConfigError as exc:
         _fail(f"--config {params['config']}: {exc}")
     values = {}
-    if demo or not (set(_CHOOSERS) & (chosen | set(file_values))):
+    demo_run = demo or not (set(_CHOOSERS) & (chosen | set(file_values)))
+    if demo_run:
         protocol = params["protocol"] if "protocol" in explicit else file_values.get("protocol", "base-to-novel")
         values.update(builtin_overrides(protocol))
     values.update(file_values)
@@ -100,6 +101,10 @@ def _build_config(ctx: click.Context, params: dict, demo: bool = False) -> Train
             values[plural] = list(params[plural])
     if "seed" in explicit:
         values["seeds"] = [params["seed"]]
+    if values.get("protocol") == "few-shot" and "shots" not in explicit | set(file_values) and not demo_run:
+        from glad.data.protocols import FEW_SHOT_SHOTS
+
+        values["shots"] = list(FEW_SHOT_SHOTS)  # the protocol's own: CoOp's 1, 2, 4, 8, 16
     if isinstance(values.get("pretrained"), str) and values["pretrained"].lower() in ("none", "random", ""):
         values["pretrained"] = None
     try:
@@ -121,8 +126,8 @@ def _common(f):
         click.option("--data-root", default="data", envvar="GLAD_DATA",
                      help="Folder holding the CoOp dataset folders (imagenet/, dtd/, ...); env GLAD_DATA."),
         click.option("--shots", type=int, multiple=True, default=[16], show_default=True,
-                     help="Training images per class (few-shot draw); repeatable with --protocol few-shot "
-                          "(e.g. --shots 1 --shots 16)."),
+                     help="Training images per class (few-shot draw); repeatable with --protocol few-shot, "
+                          "whose default is 1 2 4 8 16."),
         click.option("--seeds", "seeds", type=int, multiple=True, help="Seeds (repeatable); default 1 2 3."),
         click.option("--seed", type=int, help="A single seed (same as one --seeds)."),
         click.option("--method", "methods", type=click.Choice(list(METHODS)), multiple=True,
@@ -157,6 +162,8 @@ def _common(f):
         click.option("--eval-batch-size", type=int, default=128, help="Evaluation batch size."),
         click.option("--device", default="auto", help="auto, cpu, cuda or cuda:N."),
         click.option("--deterministic", is_flag=True, help="Deterministic kernels (slower)."),
+        click.option("--tensorboard", is_flag=True,
+                     help="Also stream the per-step training metrics to <output>/tensorboard (needs tensorboard)."),
         click.option("--checkpoint-every", type=int, default=0, help="Iterations between checkpoints (0: per epoch)."),
         click.option("--max-iters", type=int, default=None, help="Stop each job after this many iterations."),
         click.option("--template", default=None, help="Prompt template overriding the dataset's, e.g. 'a photo of a {}.'"),
@@ -334,3 +341,9 @@ def report(folder, plot):
             except ImportError:
                 _fail("--plot needs matplotlib: pip install matplotlib")
             click.echo(f"wrote {path}")
+        from glad.engine.plot import plot_training
+
+        try:
+            click.echo(f"wrote {plot_training(folder, os.path.join(folder, 'training.png'))}")
+        except ValueError as exc:  # only zero-shot results: no training to draw
+            click.echo(f"no training curves: {exc}")

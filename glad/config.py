@@ -88,6 +88,7 @@ class TrainConfig:
     checkpoint_every: int = 0  # iterations between checkpoints; 0 = once per epoch
     max_iters: int | None = None  # stop early (tests, quick looks); None = full schedule
     template: str | None = None  # overrides the dataset's prompt template
+    tensorboard: bool = False  # also stream the training metrics to <output>/tensorboard
     # Training crop's area fraction; None: the dataset's own (built-in world: 0.9-1, since a
     # small crop of a 32 px picture can cut out the objects that are its label), else CoOp's 0.08-1.
     crop_scale: list[float] | None = None
@@ -149,7 +150,7 @@ class TrainConfig:
     def training_identity(self) -> dict:
         """The settings that change what a trained adapter is (not where or how fast it runs)."""
         ignore = {"protocol", "output", "workers", "eval_batch_size", "device", "checkpoint_every", "datasets",
-                  "seeds", "methods", "data_root", "cache_dir", "offline"}
+                  "seeds", "methods", "data_root", "cache_dir", "offline", "tensorboard"}
         if self.protocol == "few-shot":  # its job folders and records carry the shot count
             ignore.add("shots")
         return {k: v for k, v in self.to_dict().items() if k not in ignore}

@@ -362,4 +362,4 @@ def test_protocol_variants_can_be_registered():
     with pytest.raises(ValueError, match="cannot be changed"):
         gd.register_protocol_defaults("dg", "x", ["y"], variant="coop")
     with pytest.raises(ValueError, match="unknown protocol"):
-        gd.get_protocol("few-shot")
+        gd.get_protocol("zero-shot")

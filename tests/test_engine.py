@@ -284,3 +284,30 @@ def test_few_shot_demo_on_the_builtin_world(tmp_path):
     assert {(r["eval_dataset"], r["shots"]) for r in records} == {
         (d, k) for d in ("world_shapes", "world_scenes") for k in (1, 4)}
     assert "| world_shapes | lora |" in res.output
+
+
+def test_training_metrics_per_step_and_their_curves(tiny, data_root, tmp_path):
+    from glad.engine.metrics import FIELDS, read_metrics
+
+    out = tmp_path / "metrics"
+    res = _train(*base_flags(data_root, out), "--dataset", "dtd", "--method", "glad", "--method", "lora",
+                 "--seed", "1")
+    assert res.exit_code == 0, res.output
+    job = out / "glad" / "dtd-base" / "seed1"
+    rows = read_metrics(str(job / "metrics.jsonl"))
+    done = json.loads((job / "done.json").read_text())
+    assert [r["step"] for r in rows] == list(range(1, done["steps"] + 1))
+    for r in rows:
+        assert set(FIELDS) <= set(r) and r["lr"] > 0 and r["skipped"] is False
+        assert r["loss"] > 0 and r["perturbed_loss"] > 0 and r["grad_norm"] > 0 and r["perturbed_grad_norm"] > 0
+        assert -1.0 <= r["cos"] <= 1.0 and isinstance(r["projected"], bool)
+        assert r["projected"] == (r["cos"] < 0)
+        assert r["loss"] == pytest.approx(r["ce"] + r["kl"], rel=1e-4)  # kl weight 1
+    summary = done["metrics"]
+    assert summary["steps"] == len(rows) and len(summary["epochs"]) == 2
+    assert summary["conflict_rate"] == pytest.approx(sum(r["projected"] for r in rows) / len(rows), abs=1e-4)
+    lora = read_metrics(str(out / "lora" / "dtd-base" / "seed1" / "metrics.jsonl"))
+    assert lora and all(r["perturbed_loss"] is None and r["cos"] is None and r["kl"] == 0 for r in lora)
+    res = CliRunner().invoke(cli, ["report", str(out), "--plot"])
+    assert res.exit_code == 0, res.output
+    assert (out / "training.png").read_bytes()[:4] == b"\x89PNG"

@@ -91,7 +91,8 @@ def assert_adapter(folder: Path, alignnet: bool):
 
 def test_readme_lists_the_protocol_commands():
     assert [c.split(" --")[0] for c in COMMANDS] == [
-        "glad train", "glad train", "glad train", "glad train", "torchrun", "glad eval", "glad report runs/b2n"]
+        "glad train", "glad train", "glad train", "glad train", "glad train", "torchrun", "glad eval",
+        "glad report runs/b2n"]
 
 
 def test_base_to_novel_then_eval_and_report(user):
@@ -123,6 +124,19 @@ def test_cross_dataset_then_domain_generalization(user):
     assert done.stat().st_mtime_ns == stamp  # the source model is trained once
     assert_real_run(out, "domain-generalization", {"glad"}, {"imagenet", *DG_TARGETS})
     assert_adapter(done.parent / "adapter", alignnet=True)
+
+
+def test_few_shot_on_the_eleven_datasets(user):
+    # the protocol's shots are 1 2 4 8 16; one of them is the budget here
+    res = run_shell(with_budget(command("glad train --protocol few-shot")) + " --shots 1", user.home)
+    assert res.returncode == 0, res.stderr[-3000:]
+    out = user.home / "runs" / "fewshot"
+    records = assert_real_run(out, "few-shot", {"glad"}, set(BASE_TO_NOVEL_DATASETS))
+    assert {r["shots"] for r in records} == {1} and {r["split"] for r in records} == {"all"}
+    assert (out / "glad" / "dtd-all-1shot" / "seed1" / "metrics.jsonl").exists()
+    config = json.loads((out / "config.json").read_text())["config"]
+    assert config["shots"] == [1]
+    assert "| Dataset | Method | 1 shot |" in (out / "results-few-shot.md").read_text()
 
 
 def test_ablation_on_dtd(user):

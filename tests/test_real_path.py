@@ -212,3 +212,17 @@ def test_signal_stops_after_a_step_with_a_checkpoint_and_the_resume_command(tiny
     checkpoints = list((out / "lora" / "dtd-base" / "seed1" / "checkpoints").glob("step-*"))
     assert len(checkpoints) == 1 and not (out / "results.jsonl").exists()
     assert "Traceback" not in stderr
+
+
+def test_few_shot_protocol_defaults_to_coops_shots(monkeypatch):
+    import glad.engine.runner as runner
+
+    seen = []
+    monkeypatch.setattr(runner, "run_protocol", lambda cfg, **kw: seen.append(cfg))
+    for args, shots in ((["--protocol", "few-shot"], [1, 2, 4, 8, 16]), (["--protocol", "few-shot", "--shots", "4"], [4]),
+                        (["--protocol", "base-to-novel"], [16])):
+        res = CliRunner().invoke(cli, ["train", *args, "--data-root", "somewhere"])
+        assert res.exit_code == 0, res.output
+        assert seen[-1].shots == shots and seen[-1].model == "ViT-B-16" and seen[-1].datasets == []
+    CliRunner().invoke(cli, ["train"])  # no option: the demo, with its own settings
+    assert seen[-1].model == "glad-tiny" and seen[-1].methods == ["zeroshot", "lora", "glad"]

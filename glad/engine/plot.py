@@ -3,7 +3,9 @@
 * base-to-novel: Base, Novel and HM panels; a group per dataset and the Average group; a bar
   per method in the ablation's order; error bars are the population std over seeds;
 * cross-dataset / domain generalization: the source, each target and the target average;
-* few-shot: accuracy against the number of shots, a panel per dataset and the Average.
+* few-shot: accuracy against the number of shots, a panel per dataset and the Average;
+* training curves (`plot_training`): from every job's metrics.jsonl, the loss at theta and at
+  theta + eps, cos(g, g') and the conflict rate per epoch, a colour per method.
 
 Legends sit outside the axes, so they cover nothing.
 """
@@ -164,4 +166,46 @@ def plot_few_shot(records: list[dict], path: str) -> str:
     handles, labels = axes.flat[0].get_legend_handles_labels()
     fig.legend(handles, labels, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.suptitle("Few-shot classification (mean ± population std over seeds)")
+    return _save(fig, path)
+
+
+def plot_training(folder: str, path: str) -> str:
+    """Training curves of every job under `folder` that left a metrics.jsonl."""
+    import os
+
+    from glad.engine.metrics import FILE_NAME, read_metrics, summarize
+
+    jobs = []
+    for root, _, files in os.walk(folder):
+        if FILE_NAME in files:
+            rel = os.path.relpath(root, folder).split(os.sep)
+            jobs.append((rel[0], "/".join(rel[1:]), os.path.join(root, FILE_NAME)))
+    if not jobs:
+        raise ValueError(f"no {FILE_NAME} under {folder}: nothing was trained there")
+    methods = _method_order(m for m, _, _ in jobs)
+    plt = _pyplot()
+    colours = {m: f"C{i}" for i, m in enumerate(methods)}
+    fig, axes = plt.subplots(1, 3, figsize=(13, 3.6))
+    for method, _, file in sorted(jobs):
+        rows = read_metrics(file)
+        steps = [r["step"] for r in rows]
+        colour = colours[method]
+        axes[0].plot(steps, [r["loss"] for r in rows], color=colour, lw=0.8, alpha=0.7)
+        if any(r.get("perturbed_loss") is not None for r in rows):
+            axes[0].plot(steps, [r["perturbed_loss"] for r in rows], color=colour, lw=0.8, alpha=0.7, ls="--")
+        if any(r.get("cos") is not None for r in rows):
+            axes[1].plot(steps, [r["cos"] for r in rows], color=colour, lw=0.8, alpha=0.7)
+        epochs = [e for e in summarize(file)["epochs"] if e["conflict_rate"] is not None]
+        if epochs:
+            axes[2].plot([e["epoch"] + 1 for e in epochs], [100 * e["conflict_rate"] for e in epochs],
+                         color=colour, marker="o", ms=3, lw=0.8, alpha=0.7)
+    axes[0].set(title="loss at θ (solid) and θ + ε (dashed)", xlabel="step", ylabel="loss")
+    axes[1].set(title="cos(g, g')", xlabel="step", ylim=(-1.05, 1.05))
+    axes[1].axhline(0.0, color="grey", lw=0.5)
+    axes[2].set(title="conflict rate (projection fired)", xlabel="epoch", ylabel="% of steps", ylim=(-2, 102))
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([0], [0], color=colours[m], label=m) for m in methods]
+    fig.legend(handles=handles, fontsize=8, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.suptitle(f"Training metrics of {len(jobs)} job(s)")
     return _save(fig, path)

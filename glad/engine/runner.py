@@ -241,6 +241,11 @@ class Runner:
             more = f" Also missing: {', '.join(others)}." if others else ""
             raise MissingDataError(missing[first] + more)
         self.base_clip()  # weights load (or fail) before anything is written
+        if cfg.tensorboard:
+            try:
+                import tensorboard  # noqa: F401
+            except ImportError:
+                raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
         if self.runtime.is_main:
             os.makedirs(cfg.output, exist_ok=True)
             _write_run_config(cfg, self.resolved())

@@ -19,6 +19,7 @@ from torch.utils.data import DataLoader
 from glad.config import Method, TrainConfig
 from glad.data import ImageDataset, format_prompt
 from glad.engine.checkpoint import Checkpointer, rng_state, set_rng_state
+from glad.engine.metrics import StepMetrics, step_row, summarize
 from glad.engine.runtime import Runtime
 from glad.engine.sampling import GlobalBatchSampler, SeededItems
 from glad.models import glad_loss
@@ -78,12 +79,13 @@ def make_optimizer(params, method: Method, cfg: TrainConfig, net) -> GradReg:
 
 
 def train_step(model, net, optimizer: GradReg, images, labels, tokens, kl_weight: float,
-               runtime: Runtime) -> torch.Tensor:
+               runtime: Runtime, parts: dict | None = None) -> torch.Tensor:
     """One optimisation step on one batch; returns the loss at theta (a device tensor, no sync).
 
     `model` is the GladModel, `net` what runs the passes (the model or its DDP wrapper),
     `tokens` the class prompts, tokenised once per training run. The teacher pass runs here,
-    once, and both passes of the closure share it.
+    once, and both passes of the closure share it. `parts`, when given, receives the CE and KL
+    parts of the loss at theta (device tensors).
     """
     teacher = None
     if kl_weight > 0:
@@ -95,7 +97,9 @@ def train_step(model, net, optimizer: GradReg, images, labels, tokens, kl_weight
         base.zero_grad(set_to_none=False)
         with runtime.autocast():
             logits = net(images, tokens)
-        loss, _ = glad_loss(logits.float(), labels, teacher, kl_weight)
+        loss, loss_parts = glad_loss(logits.float(), labels, teacher, kl_weight)
+        if parts is not None and not parts:  # the first pass's (at theta)
+            parts.update(loss_parts)
         loss.backward()
         return loss
 
@@ -138,6 +142,7 @@ def train(model, method: Method, cfg: TrainConfig, items, classnames, template, 
 
     checkpoints = Checkpointer(os.path.join(job_dir, "checkpoints"))
     epoch, batch, step = 0, 0, 0
+    optimizer.track_metrics = True
     resumed = checkpoints.load_latest()
     if resumed is not None:
         tensors, state = resumed
@@ -163,6 +168,8 @@ def train(model, method: Method, cfg: TrainConfig, items, classnames, template, 
 
     def save(next_epoch, next_batch):
         check_finite()
+        if metrics is not None:
+            metrics.flush()
         if runtime.is_main:
             state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                      "rng": rng_state(), "epoch": next_epoch, "batch": next_batch, "step": step}
@@ -173,6 +180,11 @@ def train(model, method: Method, cfg: TrainConfig, items, classnames, template, 
 
     bar = tqdm(total=total_iters, initial=step, desc=os.path.basename(job_dir.rstrip("/")) or "train",
                disable=not (runtime.is_main and sys.stderr.isatty()), leave=False)
+    metrics = None
+    if runtime.is_main:
+        tensorboard = os.path.join(cfg.output, "tensorboard", os.path.relpath(job_dir, cfg.output)) \
+            if cfg.tensorboard else None
+        metrics = StepMetrics(job_dir, resume_step=step, tensorboard_dir=tensorboard)
     model.train()
     running = []
     while step < total_iters:
@@ -180,10 +192,15 @@ def train(model, method: Method, cfg: TrainConfig, items, classnames, template, 
         for images, labels in loader:
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
-            loss = train_step(model, net, optimizer, images, labels, tokens, kl_weight, runtime)
+            parts = {}
+            lr = base.param_groups[0]["lr"]
+            loss = train_step(model, net, optimizer, images, labels, tokens, kl_weight, runtime, parts)
             scheduler.step()
             step += 1
             batch += 1
+            if metrics is not None:
+                metrics.add(step_row(optimizer.last_info, parts, device), step=step, epoch=epoch, lr=lr,
+                            skipped=bool(optimizer.last_info.get("skipped")))
             finite = torch.stack(torch._foreach_norm(params)).isfinite().all()
             first_bad = torch.where(finite | (first_bad >= 0), first_bad, step)
             running.append(loss.detach())
@@ -202,8 +219,12 @@ def train(model, method: Method, cfg: TrainConfig, items, classnames, template, 
             save(epoch, batch)
     bar.close()
     check_finite()
+    if metrics is not None:
+        metrics.close()
     mean_loss = torch.stack(running).mean().item() if running else float("nan")
     stats = {"steps": step, "epochs": cfg.epochs, "mean_loss_last_run": mean_loss,
              "skipped_steps": int(getattr(optimizer, "skipped_steps", 0))}
+    if metrics is not None:
+        stats["metrics"] = summarize(metrics.path)
     log.info("trained %s: %d steps, mean loss %.4f, %d skipped", job_dir, step, mean_loss, stats["skipped_steps"])
     return stats

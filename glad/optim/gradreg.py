@@ -121,6 +121,9 @@ class GradReg:
         self._norm_layers = running_stat_layers(model)
         self._rng = RngReplay({p.device for p in self.params})
 
+        # Also compute what the training metrics need and the step does not (||g'||; ||g|| when
+        # mode is "off"): one reduction each, on the device.
+        self.track_metrics = False
         self.steps = 0               # step() calls
         self._skipped = 0
         self.last_info: dict[str, torch.Tensor | None] = {}
@@ -206,6 +209,8 @@ class GradReg:
             checks.append(("loss", _loss_value(loss)))
             buffers.harvest(a)
             info["loss"] = _detached(loss)
+            if self.track_metrics:
+                info["grad_norm"] = buffers.norm(a)
             self._finish(a, checks, info, grad_name="g")
             return loss
 
@@ -239,6 +244,8 @@ class GradReg:
         checks.append(("perturbed loss", _loss_value(loss2)))
         buffers.harvest(b)
         info["loss"], info["perturbed_loss"] = _detached(loss), _detached(loss2)
+        if self.track_metrics:  # ||g'||, for cos(g, g') in the training metrics (one reduction)
+            info["perturbed_grad_norm"] = buffers.norm(b)
 
         if self.mode == "sam":  # step with g' where it lies; its finiteness comes with its norm
             self._first = b
