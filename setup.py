@@ -26,6 +26,18 @@ if MODE not in ("0", "1", "auto"):
     sys.exit(f"GLAD_BUILD_EXT={MODE!r} is not one of 0, 1, auto")
 
 
+DEFAULT_ARCH_LIST = "8.0;9.0+PTX"
+
+
+def _gpu_visible() -> bool:
+    try:
+        import torch
+
+        return torch.cuda.is_available()
+    except ImportError:
+        return False
+
+
 def _find_cuda_home():
     """Where the CUDA toolkit lives, or None.
 
@@ -49,8 +61,11 @@ def _extensions():
     if cuda_home:
         # Must be set before torch.utils.cpp_extension is imported: it reads CUDA_HOME once.
         os.environ["CUDA_HOME"] = cuda_home
-        # No GPU is needed to compile; without one torch cannot guess the arch list.
-        os.environ.setdefault("TORCH_CUDA_ARCH_LIST", "8.0;9.0")
+        # No GPU is needed to compile; without one torch cannot guess the arch list. PTX of
+        # the newest arch lets newer cards JIT the kernels; with a GPU visible, torch builds
+        # for that GPU (and glad probes the kernels at first use either way).
+        if not _gpu_visible():
+            os.environ.setdefault("TORCH_CUDA_ARCH_LIST", DEFAULT_ARCH_LIST)
     try:
         from torch.utils import cpp_extension
     except ImportError:

@@ -184,3 +184,29 @@ def test_validation_is_cached_per_list_and_redone_when_tensors_change(monkeypatc
     assert len(v._validated) <= v._CACHE_SIZE
     v.clear_validation_cache()
     assert not v._validated
+
+
+def test_cuda_kernels_missing_for_this_gpu_fall_back_once_with_a_warning(monkeypatch):
+    # A build without this card's architecture fails only when a kernel launches: the first
+    # use probes, `auto` moves on (one warning), an explicit backend="cuda" is refused.
+    from glad.ops import _dispatch, _native
+
+    monkeypatch.setattr(_native, "BUILT_WITH_CUDA", True)
+    monkeypatch.setattr(_dispatch, "_probed", {})
+    calls = []
+
+    def no_kernel_image(name, device):
+        calls.append(name)
+        raise RuntimeError("CUDA error: no kernel image is available for execution on the device")
+
+    monkeypatch.setattr(_dispatch, "_probe_call", no_kernel_image)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: (12, 0))
+    device = torch.device("cuda", 0)
+    with pytest.warns(RuntimeWarning, match="no kernel image.*TORCH_CUDA_ARCH_LIST=12.0"):
+        assert _dispatch.resolve("auto", device) != "cuda"
+    assert _dispatch.resolve("auto", device) != "cuda" and calls == ["cuda"]  # probed once
+    with pytest.raises(RuntimeError, match="'cuda' cannot run here: its kernels do not run"):
+        _dispatch.resolve("cuda", device)
+    monkeypatch.setattr(_dispatch, "_probed", {})
+    monkeypatch.setattr(_dispatch, "_probe_call", lambda name, device: None)
+    assert _dispatch.resolve("auto", device) == "cuda"  # kernels that run are used

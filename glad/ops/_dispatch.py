@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import warnings
 
 import torch
 
@@ -43,6 +44,41 @@ def backend_info():
     return info
 
 
+# (backend, device) -> None when a tiny call ran there, else why not. A CUDA build without
+# this GPU's architecture (a card newer than the arch list) fails only when a kernel launches.
+_probed: dict[tuple[str, str], str | None] = {}
+
+
+def _probe_call(name, device):
+    """One tiny call of backend `name` on `device`, waited for (raises what the kernels raise)."""
+    g, r = [torch.ones(3, device=device)], [torch.ones(3, device=device)]
+    implementation(name).project_interpolate_(g, r, 0.5, 1e-12)
+    torch.cuda.synchronize(device)
+
+
+def _probe(name, device):
+    """None when backend `name` runs on this CUDA device; else the reason (warned about once)."""
+    if torch.compiler.is_compiling():
+        return None
+    key = (name, str(device if device.index is not None else torch.device("cuda", torch.cuda.current_device())))
+    if key not in _probed:
+        try:
+            _probe_call(name, device)
+            _probed[key] = None
+        except Exception as e:  # noqa: BLE001 - whatever the driver says is the reason
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            try:
+                major, minor = torch.cuda.get_device_capability(device)
+                arch = f"{major}.{minor}"
+            except Exception:  # noqa: BLE001
+                arch = "this GPU's"
+            _probed[key] = (f"its kernels do not run on {key[1]} ({type(e).__name__}: {first}); rebuild "
+                            f"glad._C for it: TORCH_CUDA_ARCH_LIST={arch} pip install . --no-build-isolation")
+            warnings.warn(f"glad.ops: the {name} backend {_probed[key]}; `auto` uses the next backend",
+                          RuntimeWarning, stacklevel=4)
+    return _probed[key]
+
+
 def _supports(name, device):
     """None when `name` can run on `device`, else the reason it cannot."""
     kind = device.type
@@ -55,7 +91,9 @@ def _supports(name, device):
     if name == "cuda":
         if kind != "cuda":
             return f"the cuda backend runs on CUDA tensors, these are on {device}"
-        return None if _native.BUILT_WITH_CUDA else _native.native_status()["cuda"]["reason"]
+        if not _native.BUILT_WITH_CUDA:
+            return _native.native_status()["cuda"]["reason"]
+        return _probe("cuda", device)
     if name == "triton":
         if kind not in ("cuda", "cpu"):
             return f"the triton backend runs on CUDA tensors, these are on {device}"
