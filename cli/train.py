@@ -11,6 +11,7 @@ from glad.config import (
     EVAL_PRECISIONS,
     METHODS,
     PROTOCOLS,
+    TRAIN_PRECISIONS,
     ConfigError,
     TrainConfig,
     canonical_settings,
@@ -145,8 +146,10 @@ def _common(f):
         click.option("--wd", type=float, default=1e-2, help="AdamW weight decay."),
         click.option("--warmup-iters", type=int, default=0, help="Linear warmup iterations."),
         click.option("--grad-clip", type=float, default=None, help="Clip the final gradient's norm."),
-        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16"]), default="auto",
-                     help="Training precision; auto: bf16 autocast on a GPU that has it, else fp32."),
+        click.option("--precision", type=click.Choice([*TRAIN_PRECISIONS, "fp16"]), default="auto",
+                     help="Training precision: fp32 (TF32 matmuls on a GPU), bf16 or amp_bf16 (bf16 autocast), "
+                          "amp (fp16 autocast with loss scaling); auto: bf16 on a GPU that has it, else amp; "
+                          "fp32 on a CPU."),
         click.option("--eval-precision", type=click.Choice(list(EVAL_PRECISIONS)), default="auto",
                      help="Evaluation autocast; auto: fp16 on a GPU (as CoOp's published CLIP numbers), "
                           "fp32 on a CPU. Recorded in every result."),

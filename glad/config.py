@@ -38,6 +38,8 @@ METHODS = {
 
 
 EVAL_PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+# bf16 and amp_bf16: bf16 autocast; amp: fp16 autocast with a GradScaler (open_clip's names)
+TRAIN_PRECISIONS = ("auto", "fp32", "bf16", "amp_bf16", "amp")
 
 
 class ConfigError(ValueError):
@@ -66,7 +68,7 @@ class TrainConfig:
     wd: float = 1e-2
     warmup_iters: int = 0
     grad_clip: float | None = None
-    precision: str = "auto"  # auto | fp32 | bf16 (autocast)
+    precision: str = "auto"  # auto | fp32 | bf16 / amp_bf16 (autocast) | amp (fp16 autocast + loss scaling)
     # evaluation autocast: auto = fp16 on CUDA (CoOp's CLIP numbers come from fp16), fp32 on CPU
     eval_precision: str = "auto"
     # GLAD
@@ -124,7 +126,10 @@ class TrainConfig:
             (self.lora_r >= 1, f"--lora-r must be >= 1, got {self.lora_r}"),
             (0.0 <= self.lora_dropout < 1.0, f"--lora-dropout must be in [0, 1), got {self.lora_dropout}"),
             (self.workers >= 0, f"--workers must be >= 0, got {self.workers}"),
-            (self.precision in ("auto", "fp32", "bf16"), f"--precision must be auto, fp32 or bf16, got {self.precision!r}"),
+            (self.precision != "fp16", "--precision fp16 (pure fp16 weights, as open_clip names it) cannot train "
+             "LoRA stably; use amp (fp16 autocast with loss scaling) or bf16"),
+            (self.precision in TRAIN_PRECISIONS,
+             f"--precision must be one of {', '.join(TRAIN_PRECISIONS)}, got {self.precision!r}"),
             (bool(self.seeds), "no seed given; pass --seeds 1 2 3"),
             (self.grad_clip is None or self.grad_clip > 0, f"--grad-clip must be > 0, got {self.grad_clip}"),
             (self.template is None or _one_slot(self.template),

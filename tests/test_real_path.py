@@ -10,6 +10,7 @@ import subprocess
 import time
 
 import pytest
+import torch
 from click.testing import CliRunner
 from data_fixtures import corrupt_image, make_coop_dataset, make_imagefolder, write_image
 from engine_fixtures import PYTHON, base_flags, register_tiny_model, write_launcher
@@ -226,3 +227,26 @@ def test_few_shot_protocol_defaults_to_coops_shots(monkeypatch):
         assert seen[-1].shots == shots and seen[-1].model == "ViT-B-16" and seen[-1].datasets == []
     CliRunner().invoke(cli, ["train"])  # no option: the demo, with its own settings
     assert seen[-1].model == "glad-tiny" and seen[-1].methods == ["zeroshot", "lora", "glad"]
+
+
+def test_fp16_autocast_trains_with_loss_scaling(tiny, data_root, tmp_path):
+    # "amp": fp16 autocast with a GradScaler wired into GradReg (for GPUs without bf16); its
+    # state is checkpointed; the open_clip spelling amp_bf16 is bf16 autocast.
+    from glad.engine.runtime import setup_runtime
+
+    assert setup_runtime("cpu", "amp").grad_scaler() is not None
+    assert setup_runtime("cpu", "amp_bf16").autocast_dtype is torch.bfloat16
+    assert setup_runtime("cpu", "bf16").grad_scaler() is None
+    out = tmp_path / "amp"
+    res = _train(*base_flags(data_root, out, **{"--epochs": 12}), "--precision", "amp", "--dataset", "dtd",
+                 "--method", "glad", "--seed", "1")
+    assert res.exit_code == 0, res.output
+    done = json.loads((out / "glad" / "dtd-base" / "seed1" / "done.json").read_text())
+    # the scaler starts at 2**16 and halves on each overflow, skipping those steps, as torch's does
+    assert 0 < done["skipped_steps"] < done["steps"]
+    from glad.engine.metrics import read_metrics
+
+    rows = read_metrics(str(out / "glad" / "dtd-base" / "seed1" / "metrics.jsonl"))
+    skipped = [r["skipped"] for r in rows]
+    assert skipped[0] and not skipped[-1]
+    _one_line_error(_train(*base_flags(data_root, tmp_path / "x"), "--precision", "fp16"), "--precision fp16", "amp")

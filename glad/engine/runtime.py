@@ -19,6 +19,13 @@ class Runtime:
     rank: int = 0
     world_size: int = 1
     eval_precision: str = "fp32"  # fp32 | fp16 | bf16: autocast of evaluation passes
+    precision: str = "fp32"  # training: fp32 | bf16 (autocast) | amp (fp16 autocast, loss scaling)
+
+    def grad_scaler(self):
+        """A GradScaler for fp16 autocast ("amp"), else None (bf16 and fp32 need none)."""
+        if self.autocast_dtype is not torch.float16:
+            return None
+        return torch.amp.GradScaler(self.device.type)
 
     @property
     def eval_dtype(self) -> torch.dtype | None:
@@ -66,13 +73,22 @@ def setup_runtime(device: str = "auto", precision: str = "auto", deterministic: 
         torch.cuda.set_device(dev)
     if world_size > 1 and not dist.is_initialized():
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo")
-    if precision == "auto":
-        precision = "bf16" if dev.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+    precision = {"amp_bf16": "bf16"}.get(precision, precision)  # open_clip's name, the same thing
+    if precision == "auto":  # bf16 where the GPU has it, else fp16 with loss scaling
+        if dev.type == "cuda":
+            precision = "bf16" if torch.cuda.is_bf16_supported() else "amp"
+        else:
+            precision = "fp32"
     if deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
         os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    dtype = torch.bfloat16 if precision == "bf16" else None
+    elif dev.type == "cuda" and precision == "fp32":
+        # fp32 on a GPU: TF32 tensor cores for matmuls and convolutions (10-bit mantissa
+        # products, fp32 accumulation), as open_clip and timm train
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    dtype = {"bf16": torch.bfloat16, "amp": torch.float16}.get(precision)
     if eval_precision == "auto":  # CoOp's published CLIP numbers are fp16 ones
         eval_precision = "fp16" if dev.type == "cuda" else "fp32"
     return Runtime(device=dev, autocast_dtype=dtype, rank=rank, world_size=world_size,
-                   eval_precision=eval_precision)
+                   eval_precision=eval_precision, precision=precision)

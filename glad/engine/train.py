@@ -64,7 +64,7 @@ def cosine_factor(total_iters: int, warmup_iters: int = 0):
     return factor
 
 
-def make_optimizer(params, method: Method, cfg: TrainConfig, net) -> GradReg:
+def make_optimizer(params, method: Method, cfg: TrainConfig, net, scaler=None) -> GradReg:
     """GradReg in `method`'s mode around AdamW over `params`; `net` is the module the step runs."""
     kwargs = dict(lr=cfg.lr, betas=(0.9, 0.999), weight_decay=cfg.wd)
     try:
@@ -75,7 +75,7 @@ def make_optimizer(params, method: Method, cfg: TrainConfig, net) -> GradReg:
     except (RuntimeError, ValueError):  # a device or dtype the fused kernel does not cover
         base = torch.optim.AdamW(params, **kwargs)
     return GradReg(params, base, rho=cfg.rho, alpha=cfg.gradreg_alpha, delta=cfg.delta,
-                   mode=method.gradreg_mode, model=net, max_grad_norm=cfg.grad_clip)
+                   mode=method.gradreg_mode, model=net, max_grad_norm=cfg.grad_clip, scaler=scaler)
 
 
 def train_step(model, net, optimizer: GradReg, images, labels, tokens, kl_weight: float,
@@ -100,7 +100,8 @@ def train_step(model, net, optimizer: GradReg, images, labels, tokens, kl_weight
         loss, loss_parts = glad_loss(logits.float(), labels, teacher, kl_weight)
         if parts is not None and not parts:  # the first pass's (at theta)
             parts.update(loss_parts)
-        loss.backward()
+        scaler = optimizer.scaler
+        (loss if scaler is None else scaler.scale(loss)).backward()  # GradReg unscales itself
         return loss
 
     return optimizer.step(closure)
@@ -135,7 +136,7 @@ def train(model, method: Method, cfg: TrainConfig, items, classnames, template, 
     if runtime.world_size > 1:
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = make_optimizer(params, method, cfg, net)
+    optimizer = make_optimizer(params, method, cfg, net, scaler=runtime.grad_scaler())
     base = optimizer.base_optimizer
     scheduler = torch.optim.lr_scheduler.LambdaLR(base, cosine_factor(total_iters, cfg.warmup_iters))
     kl_weight = cfg.kl_weight if method.kl else 0.0
@@ -150,6 +151,8 @@ def train(model, method: Method, cfg: TrainConfig, items, classnames, template, 
             for name, p in named:
                 p.copy_(tensors[name])
         optimizer.load_state_dict(state["optimizer"])
+        if optimizer.scaler is not None and state.get("scaler"):
+            optimizer.scaler.load_state_dict(state["scaler"])
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         epoch, batch, step = state["epoch"], state["batch"], state["step"]
@@ -172,6 +175,7 @@ def train(model, method: Method, cfg: TrainConfig, items, classnames, template, 
             metrics.flush()
         if runtime.is_main:
             state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                     "scaler": None if optimizer.scaler is None else optimizer.scaler.state_dict(),
                      "rng": rng_state(), "epoch": next_epoch, "batch": next_batch, "step": step}
             checkpoints.save(step, {n: p for n, p in named}, state)
         runtime.barrier()
