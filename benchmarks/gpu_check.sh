@@ -114,7 +114,10 @@ else
     # what a bare GPU image may lack.
     run tests 100 env TRITON_INTERPRET=0 "$PY" -m pytest -q -p no:cacheprovider \
         tests/test_ops_cuda.py tests/test_ops_triton.py --junitxml="$OUT/pytest.xml"
-    run bench_ops 60 "${GLAD[@]}" bench ops --device cuda --json --output "$OUT/ops_cuda.json"
+    for DT in float32 float16 bfloat16; do  # sizes beyond the L2 cache; 20 calls per timing
+        run "bench_ops_$DT" 50 "${GLAD[@]}" bench ops --device cuda --dtype "$DT" --sizes adapter,64M,256M \
+            --json --output "$OUT/ops_cuda_$DT.json"
+    done
     run bench_train_glad-tiny 30 "${GLAD[@]}" bench train --device cuda --model glad-tiny --batch-size 32 \
         --num-classes 10 --rounds 20 --warmup 3 --json --quiet --output "$OUT/train_cuda_glad-tiny.json"
     run bench_train_vit-b-16 60 "${GLAD[@]}" bench train --device cuda --model ViT-B-16 --batch-size 32 \

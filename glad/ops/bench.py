@@ -11,8 +11,12 @@ Minimal bytes moved per op (N values of s bytes):
   * perturb:  5 N s  (pass 1 reads g; pass 2 reads p, g and writes backup, p)
   * restore:  2 N s  (reads backup, writes p)
   * copy:     2 N s
-Effective GB/s = minimal bytes / best time. Providers run interleaved, round
-after round, and each provider's ops run right after a copy of their own, so a
+Effective GB/s = minimal bytes / best time. On a GPU each timing is `calls`
+back-to-back calls between two CUDA events (device time per call), with the host
+time of issuing them measured apart (`host_ms`: validation, dispatch, launches), and
+the kernel launches of one call counted by the profiler; on a CPU one call is timed.
+GPU sizes should be several times the L2 cache (H100/H200: 50-60 MB) to measure memory,
+not cache, bandwidth. Providers run interleaved, round after round, and each provider's ops run right after a copy of their own, so a
 busy machine slows both sides of every comparison alike: `copy_fraction` (op
 GB/s over that copy's GB/s) and `speedup_vs_reference` are medians over rounds
 of these paired ratios; times are the best round (as timeit recommends) and the
@@ -116,15 +120,45 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
-def _timed(fn, device):
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
+def _timed(fn, device, calls=1):
+    """(seconds per call on the device, seconds per call of host time issuing it; None on a CPU,
+    where the two are one)."""
+    if device.type != "cuda":
+        start = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        return (time.perf_counter() - start) / calls, None
+    torch.cuda.synchronize(device)
+    begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    begin.record()
+    host = time.perf_counter()
+    for _ in range(calls):
+        fn()
+    host = (time.perf_counter() - host) / calls
+    end.record()
+    end.synchronize()
+    return begin.elapsed_time(end) / 1e3 / calls, host
 
 
-def _bench_size(size, dtype, device, backends, repeat, warmup):
+def _launches(fn, device):
+    """CUDA kernels one call launches (None off a GPU, or when the profiler cannot say)."""
+    if device.type != "cuda":
+        return None
+    try:
+        from torch.profiler import ProfilerActivity, profile
+
+        fn()  # warm: first-call allocations are not the op's
+        torch.cuda.synchronize(device)
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            fn()
+            torch.cuda.synchronize(device)
+        return sum(1 for e in prof.events() if getattr(e, "device_type", None) is not None
+                   and str(e.device_type).endswith("CUDA") and not e.name.startswith(("Memcpy", "Memset")))
+    except Exception:  # noqa: BLE001 - a count is a nicety, never a failure
+        return None
+
+
+def _bench_size(size, dtype, device, backends, repeat, warmup, calls):
     shapes = shapes_for(size)
     gen = torch.Generator(device="cpu").manual_seed(0)
 
@@ -159,38 +193,46 @@ def _bench_size(size, dtype, device, backends, repeat, warmup):
 
     providers = [*backends, "naive"]
     times = {(op, name): [] for op in OPS for name in providers}
+    hosts = {(op, name): [] for op in OPS for name in providers}
     copies = {name: [] for name in providers}  # the copy timed right before each provider's ops
+    fns = {("project", name): project_fn(name) for name in providers}
+    fns.update({("perturb", name): perturb_fn(name) for name in providers})
+    fns.update({("restore", name): restore_fn(name) for name in providers})
     for round_ in range(warmup + repeat):
         record = round_ >= warmup
         for name in providers:
-            t_copy = _timed(lambda: dst.copy_(src), device)
-            t_project = _timed(project_fn(name), device)
-            t_perturb = _timed(perturb_fn(name), device)
-            t_restore = _timed(restore_fn(name), device)
+            t_copy, _ = _timed(lambda: dst.copy_(src), device, calls)
             if record:
                 copies[name].append(t_copy)
-                times[("project", name)].append(t_project)
-                times[("perturb", name)].append(t_perturb)
-                times[("restore", name)].append(t_restore)
+            for op in OPS:
+                if op == "restore":  # each restore needs the state of a perturb before it
+                    fns[("perturb", name)]()
+                t_op, t_host = _timed(fns[(op, name)], device, 1 if op == "restore" else calls)
+                if record:
+                    times[(op, name)].append(t_op)
+                    hosts[(op, name)].append(t_host)
+    launches = {key: _launches(fn, device) for key, fn in fns.items()}
     item = grads[0].element_size()
     copy_bytes = BYTES_PER_VALUE["copy"] * n * item
     all_copies = [t for ts in copies.values() for t in ts]
-    rows = [_row("copy", "copy", size, n, len(shapes), copy_bytes, all_copies, [1.0], None)]
+    rows = [_row("copy", "copy", size, n, len(shapes), copy_bytes, all_copies, [1.0], None, None, None)]
     for (op, name), ts in times.items():
         nbytes = BYTES_PER_VALUE[op] * n * item
         # Ratios per round, between neighbours in time, so a busy moment slows both sides.
         fractions = [(nbytes / t) / (copy_bytes / c) for t, c in zip(ts, copies[name], strict=True)]
         ref = times[(op, "reference")]
         speedups = [r / t for r, t in zip(ref, ts, strict=True)]
-        rows.append(_row(op, name, size, n, len(shapes), nbytes, ts, fractions, speedups))
+        rows.append(_row(op, name, size, n, len(shapes), nbytes, ts, fractions, speedups, hosts[(op, name)],
+                         launches[(op, name)]))
     return rows
 
 
-def _row(op, name, size, n, tensors, nbytes, ts, fractions, speedups):
+def _row(op, name, size, n, tensors, nbytes, ts, fractions, speedups, host, launches):
     best = min(ts)
     return {
         "op": op, "size": size, "values": n, "tensors": tensors, "provider": name,
         "time_ms": _sig(best * 1e3), "time_ms_median": _sig(statistics.median(ts) * 1e3),
+        "host_ms": None if not host or host[0] is None else _sig(min(host) * 1e3), "launches": launches,
         "min_bytes": nbytes, "gbps": _sig(nbytes / best / 1e9),
         "copy_fraction": _sig(statistics.median(fractions), 3),
         "speedup_vs_reference": None if speedups is None else _sig(statistics.median(speedups), 3),
@@ -211,7 +253,7 @@ def default_backends(device):
 
 
 def run_ops_bench(sizes=("adapter", "16M", "64M"), dtype=torch.float32, device=None, backends=None,
-                  repeat=3, warmup=1, threads=None, command=None):
+                  repeat=3, warmup=1, threads=None, command=None, calls=None):
     """Times every op for every size; returns a JSON-ready dict (`machine`, `config`, `results`).
 
     `command` (the command line that ran it) is recorded in the report when given.
@@ -227,12 +269,15 @@ def run_ops_bench(sizes=("adapter", "16M", "64M"), dtype=torch.float32, device=N
         if why is not None:
             raise ValueError(f"backend {b!r} cannot run on {device}: {why}")
     info = machine_info(device)
+    calls = calls or (20 if device.type == "cuda" else 1)
     results = []
     for size in sizes:
-        results += _bench_size(size, dtype, device, backends, repeat, warmup)
+        results += _bench_size(size, dtype, device, backends, repeat, warmup, calls)
     config = {"sizes": list(sizes), "dtype": str(dtype).replace("torch.", ""), "backends": backends,
-              "repeat": repeat, "warmup": warmup, "bytes_per_value": BYTES_PER_VALUE,
-              "time": "best of `repeat` interleaved rounds (median also given)",
+              "repeat": repeat, "warmup": warmup, "bytes_per_value": BYTES_PER_VALUE, "calls": calls,
+              "time": "best of `repeat` interleaved rounds (median also given); per call, over `calls` "
+                      "back-to-back calls between CUDA events on a GPU (restore: one call after its perturb)",
+              "host": "host time per call of issuing the calls (validation, dispatch, launches)",
               "ratios": "median over rounds of per-round ratios (copy paired with each provider)"}
     report = {"machine": info, "config": config, "results": results}
     if command:
@@ -242,13 +287,16 @@ def run_ops_bench(sizes=("adapter", "16M", "64M"), dtype=torch.float32, device=N
 
 def format_table(report):
     """A Markdown table: one row per op, size and provider."""
-    head = ("| op | size | values | provider | time ms (best) | median | GB/s (best) | of copy* | vs reference* |\n"
-            "|---|---|---:|---|---:|---:|---:|---:|---:|")
+    head = ("| op | size | values | provider | time ms (best) | median | host ms | launches | GB/s (best) | "
+            "of copy* | vs reference* |\n|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
     lines = [head]
     for r in report["results"]:
         speed = "" if r["speedup_vs_reference"] is None else f"{r['speedup_vs_reference']:.2f}x"
+        host = "" if r.get("host_ms") is None else f"{r['host_ms']:.3f}"
+        launches = "" if r.get("launches") is None else str(r["launches"])
         lines.append(f"| {r['op']} | {r['size']} | {r['values']:,} | {r['provider']} | {r['time_ms']:.3f} | "
-                     f"{r['time_ms_median']:.3f} | {r['gbps']:.2f} | {r['copy_fraction']:.0%} | {speed} |")
+                     f"{r['time_ms_median']:.3f} | {host} | {launches} | {r['gbps']:.2f} | "
+                     f"{r['copy_fraction']:.0%} | {speed} |")
     lines.append("\n*median over rounds of the ratio to the copy / reference timed in the same round")
     return "\n".join(lines)
 
