@@ -15,6 +15,7 @@ from glad.config import (
     ConfigError,
     TrainConfig,
     canonical_settings,
+    default_workers,
 )
 
 # TrainConfig field -> option name, for every flag that maps one-to-one.
@@ -26,7 +27,7 @@ _FIELD_OPTIONS = {
     "lora_r": "--lora-r", "lora_alpha": "--lora-alpha", "lora_dropout": "--lora-dropout", "rslora": "--rslora",
     "rho": "--rho", "gradreg_alpha": "--gradreg-alpha", "delta": "--delta", "kl_weight": "--kl-weight",
     "workers": "--workers", "eval_batch_size": "--eval-batch-size", "device": "--device",
-    "eval_precision": "--eval-precision",
+    "eval_precision": "--eval-precision", "image_cache_gb": "--image-cache-gb",
     "deterministic": "--deterministic", "checkpoint_every": "--checkpoint-every", "max_iters": "--max-iters",
     "template": "--template", "tensorboard": "--tensorboard", "crop_scale": "--crop-scale", "quick_gelu": "--quick-gelu",
 }
@@ -161,7 +162,13 @@ def _common(f):
         click.option("--gradreg-alpha", type=float, default=0.5, help="Mix of the perturbed gradient."),
         click.option("--delta", type=float, default=1e-12, help="Floor of ||g||^2 in the conflict projection."),
         click.option("--kl-weight", type=float, default=1.0, help="Weight of the KL term to zero-shot CLIP."),
-        click.option("--workers", type=int, default=4, help="Data-loading worker processes (0: in the main one)."),
+        click.option("--workers", type=int, default=None, show_default=False,
+                     help=f"Data-loading worker processes, 0: in the main one. [default: the usable CPUs, at "
+                          f"most 16; here {default_workers()}]"),
+        click.option("--image-cache-gb", type=float, default=8.0,
+                     help="Memory for images decoded once: a job's training images (each epoch then only "
+                          "crops, flips, normalises) and the run's test sets (decoded once for all adapters); "
+                          "larger sets are decoded from the files; 0: off."),
         click.option("--eval-batch-size", type=int, default=128, help="Evaluation batch size."),
         click.option("--device", default="auto", help="auto, cpu, cuda or cuda:N."),
         click.option("--deterministic", is_flag=True, help="Deterministic kernels (slower)."),

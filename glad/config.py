@@ -83,7 +83,8 @@ class TrainConfig:
     delta: float = 1e-12
     kl_weight: float = 1.0
     # running
-    workers: int = 4
+    workers: int | None = None  # None: the usable CPUs, at most 16 (default_workers)
+    image_cache_gb: float = 8.0  # decoded training pixels per job / prepared test images per run; 0: off
     eval_batch_size: int = 128
     device: str = "auto"
     deterministic: bool = False
@@ -125,7 +126,8 @@ class TrainConfig:
             (self.wd >= 0.0, f"--wd must be >= 0, got {self.wd}"),
             (self.lora_r >= 1, f"--lora-r must be >= 1, got {self.lora_r}"),
             (0.0 <= self.lora_dropout < 1.0, f"--lora-dropout must be in [0, 1), got {self.lora_dropout}"),
-            (self.workers >= 0, f"--workers must be >= 0, got {self.workers}"),
+            (self.workers is None or self.workers >= 0, f"--workers must be >= 0, got {self.workers}"),
+            (self.image_cache_gb >= 0, f"--image-cache-gb must be >= 0, got {self.image_cache_gb}"),
             (self.precision != "fp16", "--precision fp16 (pure fp16 weights, as open_clip names it) cannot train "
              "LoRA stably; use amp (fp16 autocast with loss scaling) or bf16"),
             (self.precision in TRAIN_PRECISIONS,
@@ -154,7 +156,8 @@ class TrainConfig:
 
     def training_identity(self) -> dict:
         """The settings that change what a trained adapter is (not where or how fast it runs)."""
-        ignore = {"protocol", "output", "workers", "eval_batch_size", "device", "checkpoint_every", "datasets",
+        ignore = {"protocol", "output", "workers", "image_cache_gb", "eval_batch_size", "device", "checkpoint_every",
+                  "datasets",
                   "seeds", "methods", "data_root", "cache_dir", "offline", "tensorboard"}
         if self.protocol == "few-shot":  # its job folders and records carry the shot count
             ignore.add("shots")
@@ -240,6 +243,17 @@ def _one_slot(template: str) -> bool:
 
 def _device_ok(device: str) -> bool:
     return bool(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device))
+
+
+def default_workers() -> int:
+    """Data-loading workers when none are asked for: the CPUs this process may use, at most 16."""
+    import os
+
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        usable = os.cpu_count() or 1
+    return max(1, min(16, usable))
 
 
 def dumps(config: TrainConfig) -> str:

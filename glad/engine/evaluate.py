@@ -8,6 +8,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from glad.data import ImageDataset, format_prompt
+from glad.data.decoded import normalize
 from glad.engine.runtime import Runtime
 from glad.models import merge_lora, unmerge_lora
 
@@ -49,14 +50,20 @@ def predict(model, images, text_features, runtime: Runtime) -> torch.Tensor:
 
 @torch.no_grad()
 def evaluate(model, items, classnames, template, transform, runtime: Runtime,
-             batch_size: int = 128, workers: int = 4, stop_flag=None) -> dict:
+             batch_size: int = 128, workers: int = 4, stop_flag=None, prepared=None) -> dict:
     """{'accuracy': top-1 in percent, 'num_samples': n}. When `stop_flag()` turns true the pass
-    ends early with `glad.engine.train.StopRequested` (the evaluation is redone on resume)."""
+    ends early with `glad.engine.train.StopRequested` (the evaluation is redone on resume).
+
+    `prepared` (glad.data.decoded.PreparedTestImages of `items`) replaces decoding the files:
+    the same pixels, normalised by the same float ops, so the same accuracy bit for bit."""
     if not items:
         raise ValueError("nothing to evaluate: the test split is empty")
     model.eval()
-    loader = DataLoader(ImageDataset(items, transform), batch_size=batch_size, shuffle=False,
-                        num_workers=workers, pin_memory=runtime.device.type == "cuda")
+    if prepared is not None:
+        loader = ((normalize(pixels), labels) for pixels, labels in prepared.batches(batch_size))
+    else:
+        loader = DataLoader(ImageDataset(items, transform), batch_size=batch_size, shuffle=False,
+                            num_workers=workers, pin_memory=runtime.device.type == "cuda")
     correct = torch.zeros((), dtype=torch.long, device=runtime.device)
     with merged_adapters(model):
         text = class_text_features(model, classnames, template, runtime)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from glad.data import build_dataset, subsample_classes, test_transform
 from glad.engine.evaluate import evaluate
 from glad.engine.runtime import setup_runtime
-from glad.models import GladModel, LoraConfig, load_adapter, load_clip, read_adapter_config
+from glad.models import GladModel, LoraConfig, load_adapter, read_adapter_config
+from glad.models.loading import load_base_clip
 
 
 def evaluate_adapter(adapter: str | None, datasets: list[str], split: str = "all", data_root: str = "data",
@@ -21,8 +22,8 @@ def evaluate_adapter(adapter: str | None, datasets: list[str], split: str = "all
     runtime = setup_runtime(device, eval_precision=precision)
     data = [build_dataset(name, data_root) for name in datasets]  # fail on missing data before loading weights
     # The activation the adapter was trained with (older adapters: decided from the weights).
-    clip, _, _, tokenizer = load_clip(model_name, weights, cache_dir=cache_dir, device=runtime.device,
-                                      offline=offline, quick_gelu=config.get("quick_gelu"))
+    clip, _, _, tokenizer = load_base_clip(model_name, weights, cache_dir=cache_dir, device=runtime.device,
+                                           offline=offline, quick_gelu=config.get("quick_gelu"))
     lora = LoraConfig.from_dict(config["lora"]) if config.get("lora") else None
     net = GladModel(clip, tokenizer, lora=lora, use_alignnet=bool(config.get("alignnet")),
                     model_name=model_name, pretrained=weights).to(runtime.device)

@@ -25,12 +25,13 @@ import os
 import shutil
 import subprocess
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
 
 import glad
-from glad.config import METHODS, ConfigError, TrainConfig
+from glad.config import METHODS, ConfigError, TrainConfig, default_workers
 from glad.data import (
     PROTOCOLS,
     MissingDataError,
@@ -40,6 +41,7 @@ from glad.data import (
     test_transform,
     train_transform,
 )
+from glad.data.decoded import GIB, PreparedTestImages, test_images_bytes
 from glad.engine.evaluate import evaluate
 from glad.engine.results import read_records, write_tables
 from glad.engine.runtime import Runtime, setup_runtime
@@ -49,10 +51,10 @@ from glad.models import (
     GladModel,
     LoraConfig,
     load_adapter,
-    load_clip,
     save_adapter,
     uses_quick_gelu,
 )
+from glad.models.loading import load_base_clip
 
 log = logging.getLogger("glad")
 
@@ -179,6 +181,7 @@ class Runner:
         self._datasets = {}
         self._clip = None
         self.labels: dict[str, str] = {}
+        self._prepared: OrderedDict = OrderedDict()  # (dataset, split, size) -> PreparedTestImages
 
     # -- pieces -------------------------------------------------------------------------
     def dataset(self, name):
@@ -189,12 +192,8 @@ class Runner:
     def base_clip(self):
         if self._clip is None:
             cfg = self.cfg
-            # Seeded, so that a randomly initialised backbone (--pretrained none) is the same in every
-            # process and every rerun.
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(0)
-                self._clip = load_clip(cfg.model, cfg.pretrained, cache_dir=cfg.cache_dir,
-                                       device=self.runtime.device, offline=cfg.offline, quick_gelu=cfg.quick_gelu)
+            self._clip = load_base_clip(cfg.model, cfg.pretrained, cache_dir=cfg.cache_dir,
+                                        device=self.runtime.device, offline=cfg.offline, quick_gelu=cfg.quick_gelu)
         return self._clip
 
     def build_model(self, method, seed: int) -> GladModel:
@@ -212,6 +211,27 @@ class Runner:
     def image_size(self) -> int:
         size = self.base_clip()[0].visual.image_size
         return size[0] if isinstance(size, (tuple, list)) else int(size)
+
+    @property
+    def workers(self) -> int:
+        return default_workers() if self.cfg.workers is None else self.cfg.workers
+
+    def prepared_test(self, name: str, split: str, items):
+        """The test images of (dataset, split) decoded and cropped once for every adapter of the
+        run that is evaluated on them, within `--image-cache-gb` (older sets are dropped first);
+        None when they do not fit (they are then decoded at each evaluation, as before)."""
+        budget = int(self.cfg.image_cache_gb * GIB)
+        key = (name, split, self.image_size())
+        if key in self._prepared:
+            self._prepared.move_to_end(key)
+            return self._prepared[key]
+        need = test_images_bytes(len(items), self.image_size())
+        if need > budget:
+            return None
+        while self._prepared and sum(p.nbytes for p in self._prepared.values()) + need > budget:
+            self._prepared.popitem(last=False)
+        self._prepared[key] = PreparedTestImages(items, self.image_size(), workers=self.workers)
+        return self._prepared[key]
 
     def resolved(self) -> dict:
         """What the settings turned into: the model really built and each dataset's source."""
@@ -316,8 +336,8 @@ class Runner:
             if runtime.is_main:
                 start = time.perf_counter()
                 res = evaluate(model, data.test, data.classnames, cfg.template or data.template, transform,
-                               runtime, batch_size=cfg.eval_batch_size, workers=cfg.workers,
-                               stop_flag=self.stop_flag)
+                               runtime, batch_size=cfg.eval_batch_size, workers=self.workers,
+                               stop_flag=self.stop_flag, prepared=self.prepared_test(eval_name, split, data.test))
                 record = {"protocol": cfg.protocol, "method": method.name, "train_dataset": train_label,
                           "eval_dataset": self.labels[eval_name], "split": split, "seed": seed,
                           "shots": job.shots, "model": cfg.model, "pretrained": cfg.pretrained,

@@ -16,8 +16,9 @@ import sys
 import torch
 from torch.utils.data import DataLoader
 
-from glad.config import Method, TrainConfig
+from glad.config import Method, TrainConfig, default_workers
 from glad.data import ImageDataset, format_prompt
+from glad.data.decoded import DecodedImages, fits
 from glad.engine.checkpoint import Checkpointer, rng_state, set_rng_state
 from glad.engine.metrics import StepMetrics, step_row, summarize
 from glad.engine.runtime import Runtime
@@ -107,11 +108,17 @@ def train_step(model, net, optimizer: GradReg, images, labels, tokens, kl_weight
     return optimizer.step(closure)
 
 
-def make_train_loader(items, transform, cfg: TrainConfig, seed: int, runtime: Runtime):
+def make_train_loader(items, transform, cfg: TrainConfig, seed: int, runtime: Runtime, workers: int):
+    """The job's loader: its images decoded once when they fit `cfg.image_cache_gb` (each epoch
+    only crops, flips and normalises), workers kept alive across epochs."""
     sampler = GlobalBatchSampler(len(items), cfg.batch_size, seed, runtime.rank, runtime.world_size)
-    loader = DataLoader(SeededItems(ImageDataset(items, transform), seed), batch_sampler=sampler,
-                        num_workers=cfg.workers, pin_memory=runtime.device.type == "cuda",
-                        persistent_workers=False)
+    if cfg.image_cache_gb > 0 and fits(items, cfg.image_cache_gb, "training images"):
+        images = DecodedImages(items, transform, workers=workers)
+    else:
+        images = ImageDataset(items, transform)
+    loader = DataLoader(SeededItems(images, seed), batch_sampler=sampler,
+                        num_workers=workers, pin_memory=runtime.device.type == "cuda",
+                        persistent_workers=workers > 0)
     return loader, sampler
 
 
@@ -125,7 +132,8 @@ def train(model, method: Method, cfg: TrainConfig, items, classnames, template, 
     """
     device = runtime.device
     tokens = model.tokenize([format_prompt(template, c) for c in classnames]).to(device)
-    loader, sampler = make_train_loader(items, transform, cfg, seed, runtime)
+    workers = default_workers() if cfg.workers is None else cfg.workers
+    loader, sampler = make_train_loader(items, transform, cfg, seed, runtime, workers)
     total_iters = cfg.epochs * sampler.batches_per_epoch
     if cfg.max_iters is not None:
         total_iters = min(total_iters, cfg.max_iters)

@@ -326,3 +326,12 @@ def load_clip(model: str = "ViT-B-16", pretrained: str | None = "openai", cache_
         load_weights(clip, checkpoint)
     tokenizer = open_clip.get_tokenizer(name)
     return clip.eval(), pre_train, pre_val, tokenizer
+
+
+def load_base_clip(*args, **kwargs):
+    """`load_clip` with the random initialisation seeded (torch seed 0, the caller's RNG state
+    untouched): with `pretrained=None` every process, rerun and `glad eval` builds the same
+    backbone, so an adapter trained on random weights is evaluated on those weights."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return load_clip(*args, **kwargs)

@@ -1,0 +1,163 @@
+"""Images decoded once: a few-shot training set kept as uint8 pixels, and test sets kept
+resized and centre-cropped, so that epochs and adapters stop paying for JPEG decoding.
+
+* `DecodedImages`: every training image decoded once (in parallel) into one shared-memory
+  uint8 buffer at its ORIGINAL size; each epoch then only applies the training transform
+  (CoOp's random resized crop of the original, bicubic, flip, normalisation) to a PIL view
+  of those pixels. Batches are bit-identical to decoding the files every epoch.
+* `PreparedTestImages`: a test set after Resize + CenterCrop, as uint8 [N, 3, S, S];
+  `normalize` turns a batch into exactly what `test_transform` gives (the same float ops).
+
+Both refuse sets larger than their memory budget (`fits`); callers then decode as before.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader, Dataset
+
+from .loader import load_image
+from .transforms import CLIP_MEAN, CLIP_STD
+from .types import CorruptImageError, Datum
+
+log = logging.getLogger("glad")
+GIB = 1 << 30
+
+
+def image_bytes(items: Sequence[Datum]) -> int:
+    """Bytes of the decoded RGB pixels of `items`, from the file headers (nothing decoded)."""
+    total = 0
+    for d in items:
+        try:
+            with Image.open(d.impath) as im:
+                w, h = im.size
+        except (OSError, SyntaxError, ValueError) as e:
+            raise CorruptImageError(f"cannot read image {d.impath} ({type(e).__name__}: {e}); replace or "
+                                    f"remove the file.") from e
+        total += 3 * w * h
+    return total
+
+
+class _Decode(Dataset):
+    def __init__(self, items):
+        self.items = items
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return i, np.asarray(load_image(self.items[i].impath))
+
+
+def _decode_all(items, workers: int):
+    """(index, HxWx3 uint8 array) for every item, decoded by `workers` processes."""
+    loader = DataLoader(_Decode(items), batch_size=None, shuffle=False, num_workers=workers,
+                        collate_fn=lambda x: x, persistent_workers=False)
+    yield from loader
+
+
+class DecodedImages(Dataset):
+    """(image tensor, label) pairs of `items` from pixels decoded once (see the module docs)."""
+
+    def __init__(self, items: Sequence[Datum], transform, workers: int = 0):
+        self.items = list(items)
+        self.transform = transform
+        sizes = []
+        for d in self.items:
+            with Image.open(d.impath) as im:
+                sizes.append((im.size[1], im.size[0]))
+        offsets = np.cumsum([0] + [3 * h * w for h, w in sizes])
+        # One buffer in shared memory: DataLoader workers read it without a copy.
+        self.pixels = torch.empty(int(offsets[-1]), dtype=torch.uint8).share_memory_()
+        self.offsets = offsets.tolist()
+        self.shapes = sizes
+        view = self.pixels.numpy()
+        for i, array in _decode_all(self.items, workers):
+            h, w = self.shapes[i]
+            if array.shape != (h, w, 3):
+                raise CorruptImageError(f"{self.items[i].impath} decoded to {array.shape}, its header says "
+                                        f"{(h, w, 3)}; replace the file.")
+            view[self.offsets[i]:self.offsets[i + 1]] = array.reshape(-1)
+
+    def __len__(self):
+        return len(self.items)
+
+    def image(self, index: int) -> Image.Image:
+        h, w = self.shapes[index]
+        pixels = self.pixels.numpy()[self.offsets[index]:self.offsets[index + 1]].reshape(h, w, 3)
+        return Image.fromarray(pixels, mode="RGB")
+
+    def __getitem__(self, index: int):
+        image = self.image(index)
+        if self.transform is not None:
+            image = self.transform(image)
+        return image, self.items[index].label
+
+
+def fits(items: Sequence[Datum], budget_gib: float, what: str) -> bool:
+    """Whether decoding `items` stays within `budget_gib`; says so in one line when not."""
+    need = image_bytes(items)
+    if need <= budget_gib * GIB:
+        return True
+    log.info("%s: %.1f GiB of decoded pixels exceed --image-cache-gb %.1f: decoding from the files instead",
+             what, need / GIB, budget_gib)
+    return False
+
+
+# ------------------------------------------------------------------ test sets
+
+
+class _Prepare(Dataset):
+    def __init__(self, items, geometry):
+        self.items, self.geometry = items, geometry
+
+    def __len__(self):
+        return len(self.items)
+
+    def __getitem__(self, i):
+        return i, torch.from_numpy(np.array(self.geometry(load_image(self.items[i].impath)), copy=True))
+
+
+class PreparedTestImages:
+    """A test set after the test transform's geometry (Resize + CenterCrop), uint8 [N, 3, S, S]."""
+
+    def __init__(self, items: Sequence[Datum], image_size: int, workers: int = 0):
+        from torchvision import transforms as T
+
+        geometry = T.Compose([T.Resize(image_size, interpolation=T.InterpolationMode.BICUBIC),
+                              T.CenterCrop(image_size)])
+        self.items = list(items)
+        self.pixels = torch.empty((len(self.items), 3, image_size, image_size), dtype=torch.uint8)
+        loader = DataLoader(_Prepare(self.items, geometry), batch_size=None, num_workers=workers,
+                            collate_fn=lambda x: x)
+        for i, hwc in loader:
+            self.pixels[i] = hwc.permute(2, 0, 1)
+        self.labels = torch.tensor([d.label for d in self.items], dtype=torch.long)
+
+    def __len__(self):
+        return len(self.items)
+
+    @property
+    def nbytes(self) -> int:
+        return self.pixels.numel()
+
+    def batches(self, batch_size: int):
+        for start in range(0, len(self.items), batch_size):
+            yield self.pixels[start:start + batch_size], self.labels[start:start + batch_size]
+
+
+def normalize(pixels: torch.Tensor) -> torch.Tensor:
+    """uint8 [B, 3, S, S] -> what ToTensor + Normalize(CLIP) give, bit for bit (the same ops)."""
+    x = pixels.to(dtype=torch.float32).div(255)
+    mean = torch.as_tensor(CLIP_MEAN, dtype=x.dtype, device=x.device)[None, :, None, None]
+    std = torch.as_tensor(CLIP_STD, dtype=x.dtype, device=x.device)[None, :, None, None]
+    return x.sub_(mean).div_(std)
+
+
+def test_images_bytes(n: int, image_size: int) -> int:
+    return n * 3 * image_size * image_size
