@@ -92,3 +92,28 @@ def eval_cmd(model, pretrained, rounds, warmup, device, precision, threads, cloc
     except ValueError as exc:
         raise click.BadParameter(str(exc)) from exc
     _emit(report, as_json, output, format_eval_table)
+
+
+@bench.command("data")
+@click.option("--images", type=click.IntRange(8), default=96, help="JPEGs per size (generated, quality 90).")
+@click.option("--workers", "workers", multiple=True, type=click.IntRange(0),
+              help="Worker counts to time (repeatable; default 0 and the usable CPUs, at most 16).")
+@click.option("--model", "models", multiple=True, help="Models whose images/s are shown beside (default: "
+              "glad-tiny and ViT-B-16).")
+@click.option("--model-batch", type=click.IntRange(1), default=8, help="Images per model step.")
+@click.option("--rounds", type=click.IntRange(1), default=2, help="Timed rounds (the best is kept).")
+@click.option("--device", default="auto", help="Where the models run: cpu or cuda[:i].")
+@click.option("--threads", type=click.IntRange(1), default=None, help="torch.set_num_threads.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON instead of a table.")
+@click.option("--output", type=click.Path(dir_okay=False), default=None, help="Also write the JSON report here.")
+def data_cmd(images, workers, models, model_batch, rounds, device, threads, as_json, output):
+    """Loader images/s (decode every epoch vs decoded once; streamed vs prepared test sets) beside
+    the model's own images/s, on 500x375 and 1024x768 JPEGs."""
+    from glad.config import default_workers
+    from glad.engine.bench_data import DataBenchConfig, format_data_table, run_data_bench
+
+    cfg = DataBenchConfig(images=images, workers=tuple(workers) or tuple(dict.fromkeys((0, default_workers()))),
+                          models=tuple(models) or DataBenchConfig.models, model_batch=model_batch, rounds=rounds,
+                          device=device, threads=threads)
+    report = run_data_bench(cfg, progress=lambda m: click.echo(m, err=True))
+    _emit(report, as_json, output, format_data_table)
