@@ -34,8 +34,9 @@ def info(as_json):
 from glad_cli import bench_workloads  # noqa: E402,F401  (registers `glad bench train/eval`)
 from glad_cli.bench import bench  # noqa: E402
 from glad_cli.train import evaluate_cmd, report, train  # noqa: E402
+from glad_cli.use import export, predict  # noqa: E402
 
-for command in (train, evaluate_cmd, report, bench):
+for command in (train, evaluate_cmd, report, predict, export, bench):
     cli.add_command(command)
 
 

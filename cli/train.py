@@ -292,8 +292,11 @@ def train(ctx, resume, demo, **params):
 
 
 @click.command(name="eval")
-@click.option("--adapter", type=click.Path(exists=True, file_okay=False), default=None,
-              help="Adapter folder written by glad train (omit for zero-shot CLIP).")
+@click.option("--adapter", default=None,
+              help="Adapter folder written by glad train, or hf-hub:user/name (omit for zero-shot CLIP).")
+@click.option("--template", default=None,
+              help="Prompt template, e.g. 'a photo of a {}.' (default: the --template the adapter was "
+                   "trained with, else each dataset's own).")
 @click.option("--dataset", "datasets", multiple=True, required=True, help="Dataset(s) to evaluate on.")
 @click.option("--split", type=click.Choice(["all", "base", "novel"]), default="all",
               help="Classes to test on: all, or the base / novel half (relabelled, as in base-to-novel).")
@@ -309,7 +312,7 @@ def train(ctx, resume, demo, **params):
 @click.option("--precision", type=click.Choice(list(EVAL_PRECISIONS)), default="auto",
               help="Evaluation autocast; auto: fp16 on a GPU (as CoOp's CLIP numbers), fp32 on a CPU.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def evaluate_cmd(adapter, datasets, split, data_root, model, pretrained, cache_dir, offline, batch_size,
+def evaluate_cmd(adapter, template, datasets, split, data_root, model, pretrained, cache_dir, offline, batch_size,
                  workers, device, precision, as_json):
     """Evaluate a saved adapter (or zero-shot CLIP) on any dataset."""
     import json
@@ -320,7 +323,7 @@ def evaluate_cmd(adapter, datasets, split, data_root, model, pretrained, cache_d
     results = _run_guarded(lambda: evaluate_adapter(
         adapter=adapter, datasets=list(datasets), split=split, data_root=data_root, model=model,
         pretrained=pretrained, cache_dir=cache_dir, offline=offline, batch_size=batch_size, workers=workers,
-        device=device, precision=precision))
+        device=device, precision=precision, template=template))
     if as_json:
         click.echo(json.dumps(results, indent=2))
     else:

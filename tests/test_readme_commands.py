@@ -26,10 +26,10 @@ EVAL_BUDGET = "--workers 0 --batch-size 4"
 pytestmark = pytest.mark.slow
 
 
-def protocol_commands() -> list[str]:
-    """The commands of the README's "Run the paper's protocols" block, continuation lines joined."""
+def protocol_commands(heading: str = "## Run the paper's protocols") -> list[str]:
+    """The commands of the first bash block under `heading`, continuation lines joined."""
     text = README.read_text()
-    section = text[text.index("## Run the paper's protocols"):]
+    section = text[text.index(heading):]
     block = re.search(r"```bash\n(.*?)```", section, re.S).group(1)
     commands, current = [], ""
     for line in block.splitlines():
@@ -153,3 +153,46 @@ def test_torchrun_cross_dataset(user):
     run_readme("torchrun", user)
     out = user.home / "runs" / "imagenet-ddp"
     assert_real_run(out, "cross-dataset", {"glad"}, {"imagenet", *TRANSFER_TARGETS})
+
+
+USE_COMMANDS = protocol_commands("## Use your tuned model")
+
+
+def test_use_your_tuned_model_commands(user):
+    """predict, export and a Hub id, as the README writes them, after its base-to-novel run."""
+    import shutil
+
+    from PIL import Image
+
+    adapter = user.home / "runs" / "b2n" / "glad" / "dtd-base" / "seed1" / "adapter"
+    if not adapter.exists():  # run on its own: make the run the commands refer to
+        run_readme("glad train --protocol base-to-novel", user)
+    photos = user.home / "photos"
+    photos.mkdir(exist_ok=True)
+    for i in range(3):
+        Image.new("RGB", (64, 48), (40 * i, 90, 200 - 40 * i)).save(photos / f"p{i}.jpg")
+    (photos / "broken.jpg").write_bytes(b"not a jpeg")
+    # the Hub id of the README: the adapter as huggingface_hub caches a repository
+    repo = user.home / ".cache" / "huggingface" / "hub" / "models--you--dtd-glad"
+    snapshot = repo / "snapshots" / ("a" * 40)
+    if not snapshot.exists():
+        shutil.copytree(adapter, snapshot)
+        (repo / "refs").mkdir(exist_ok=True)
+        (repo / "refs" / "main").write_text("a" * 40)
+    predict, export, hub = USE_COMMANDS
+    res = run_shell(predict, user.home)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert res.stdout.count(": error:") == 1 and "broken.jpg" in res.stdout
+    import csv
+
+    rows = list(csv.DictReader((user.home / "predictions.csv").open()))
+    assert len([r for r in rows if not r["error"]]) == 3 * 1  # dtd's base half here: 1 class
+    res = run_shell(export, user.home)
+    assert res.returncode == 0, res.stderr[-3000:]
+    import open_clip
+
+    plain = open_clip.create_model_and_transforms(f"local-dir:{user.home / 'vitb16-dtd'}")[0]
+    assert sum(type(m).__name__ == "QuickGELU" for m in plain.modules()) == 24
+    res = run_shell(with_budget(hub), user.home)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert re.search(r"dtd \[base\]: \d+\.\d\d% of 1", res.stdout), res.stdout

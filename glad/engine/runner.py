@@ -382,7 +382,8 @@ class Runner:
                       train_transform(self.image_size(), tuple(crop_scale)), seed, job_dir, runtime,
                       stop_flag=self.stop_flag)
         if runtime.is_main:
-            save_adapter(model, adapter)
+            save_adapter(model, adapter, classnames=data.classnames, template=cfg.template or data.template,
+                         template_override=cfg.template)
             job_config = {"config": cfg.to_dict(), "method": method.name, "train_dataset": job.train_dataset,
                           "classes": job.classes, "seed": seed, "resolved": self.resolved(), **_provenance()}
             atomic_write_text(os.path.join(job_dir, "config.json"), json.dumps(job_config, indent=2, sort_keys=True))

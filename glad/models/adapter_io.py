@@ -70,10 +70,15 @@ def adapter_config_dict(model: nn.Module) -> dict:
     }
 
 
-def save_adapter(model: nn.Module, folder: str) -> str:
+def save_adapter(model: nn.Module, folder: str, *, classnames: list[str] | None = None,
+                 template: str | None = None, template_override: str | None = None) -> str:
     """Write ``model``'s LoRA and AlignNet weights and config to ``folder``; returns the folder.
 
     Only adapter parameters are written (a few MB for ViT-B-16), never the backbone.
+    `classnames` and `template` (the prompt the adapter was trained with) are recorded so
+    that the adapter can classify new images on its own (`glad predict`); `template_override`
+    is the `--template` given at training, which `glad eval` applies again by default.
+    The folder is what ``huggingface_hub.upload_folder`` takes.
     """
     from safetensors.torch import save_file
 
@@ -84,6 +89,8 @@ def save_adapter(model: nn.Module, folder: str) -> str:
         raise ValueError("this model has neither LoRA adapters nor an AlignNet: nothing to save")
     os.makedirs(folder, exist_ok=True)
     config = adapter_config_dict(model)
+    config.update({"classnames": None if classnames is None else list(classnames), "template": template,
+                   "template_override": template_override})
     with atomic_path(os.path.join(folder, WEIGHTS_NAME)) as tmp:
         save_file(tensors, tmp, metadata={"format": "pt", "glad_version": config["glad_version"]})
     with atomic_path(os.path.join(folder, CONFIG_NAME)) as tmp, open(tmp, "w", encoding="utf-8") as f:
