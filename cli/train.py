@@ -29,7 +29,7 @@ _FIELD_OPTIONS = {
     "workers": "--workers", "eval_batch_size": "--eval-batch-size", "device": "--device",
     "eval_precision": "--eval-precision", "image_cache_gb": "--image-cache-gb",
     "deterministic": "--deterministic", "checkpoint_every": "--checkpoint-every", "max_iters": "--max-iters",
-    "template": "--template", "tensorboard": "--tensorboard", "crop_scale": "--crop-scale", "quick_gelu": "--quick-gelu",
+    "template": "--template", "tensorboard": "--tensorboard", "parallel": "--parallel", "shard": "--shard", "crop_scale": "--crop-scale", "quick_gelu": "--quick-gelu",
 }
 
 
@@ -172,6 +172,12 @@ def _common(f):
         click.option("--eval-batch-size", type=int, default=128, help="Evaluation batch size."),
         click.option("--device", default="auto", help="auto, cpu, cuda or cuda:N."),
         click.option("--deterministic", is_flag=True, help="Deterministic kernels (slower)."),
+        click.option("--parallel", type=click.Choice(["data", "jobs"]), default="data",
+                     help="Under torchrun: data = each job over all processes (DDP); jobs = each process runs "
+                          "whole (method, dataset, seed) jobs on its own GPU."),
+        click.option("--shard", default=None,
+                     help="I/N: run the I-th of N shares of the jobs (0-based, e.g. $SLURM_ARRAY_TASK_ID/8); "
+                          "shards write results-shardI-of-N.jsonl, glad report merges them."),
         click.option("--tensorboard", is_flag=True,
                      help="Also stream the per-step training metrics to <output>/tensorboard (needs tensorboard)."),
         click.option("--checkpoint-every", type=int, default=0, help="Iterations between checkpoints (0: per epoch)."),
@@ -274,12 +280,15 @@ def train(ctx, resume, demo, **params):
     with its own settings: glad-tiny on the generated world, zeroshot/lora/glad,
     10 epochs, seeds 1 2 3 (as does --demo).
     """
+    import os
     import signal
 
     from glad.engine.runner import run_protocol
     from glad.engine.train import StopRequested
 
     cfg = _build_config(ctx, params, demo=demo)
+    # torchrun's elastic restart (--max-restarts) reruns the same command: continue, as --resume
+    resume = resume or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
     _setup_logging()
     stop = _StopSignals()
     try:
@@ -338,9 +347,10 @@ def report(folder, plot):
     """Rebuild the results tables (Markdown + CSV) of an output folder."""
     import os
 
-    from glad.engine.results import read_records, write_tables
+    from glad.engine.results import write_tables
+    from glad.engine.runner import read_run_records
 
-    records = _run_guarded(lambda: read_records(os.path.join(folder, "results.jsonl")))
+    records = _run_guarded(lambda: read_run_records(folder))
     if not records:
         _fail(f"{folder}/results.jsonl holds no results; run `glad train --output {folder}` first")
     for table in write_tables(records, folder).values():

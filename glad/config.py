@@ -92,6 +92,9 @@ class TrainConfig:
     max_iters: int | None = None  # stop early (tests, quick looks); None = full schedule
     template: str | None = None  # overrides the dataset's prompt template
     tensorboard: bool = False  # also stream the training metrics to <output>/tensorboard
+    # "data": every job over all processes (DDP); "jobs": each torchrun process runs whole jobs
+    parallel: str = "data"
+    shard: str | None = None  # "I/N": run the I-th of N shares of the plan's jobs (0 <= I < N)
     # Training crop's area fraction; None: the dataset's own (built-in world: 0.9-1, since a
     # small crop of a 32 px picture can cut out the objects that are its label), else CoOp's 0.08-1.
     crop_scale: list[float] | None = None
@@ -128,6 +131,9 @@ class TrainConfig:
             (0.0 <= self.lora_dropout < 1.0, f"--lora-dropout must be in [0, 1), got {self.lora_dropout}"),
             (self.workers is None or self.workers >= 0, f"--workers must be >= 0, got {self.workers}"),
             (self.image_cache_gb >= 0, f"--image-cache-gb must be >= 0, got {self.image_cache_gb}"),
+            (self.parallel in ("data", "jobs"), f"--parallel must be data or jobs, got {self.parallel!r}"),
+            (self.shard is None or _shard_ok(self.shard),
+             f"--shard must be I/N with 0 <= I < N (e.g. $SLURM_ARRAY_TASK_ID/8), got {self.shard!r}"),
             (self.precision != "fp16", "--precision fp16 (pure fp16 weights, as open_clip names it) cannot train "
              "LoRA stably; use amp (fp16 autocast with loss scaling) or bf16"),
             (self.precision in TRAIN_PRECISIONS,
@@ -157,7 +163,7 @@ class TrainConfig:
     def training_identity(self) -> dict:
         """The settings that change what a trained adapter is (not where or how fast it runs)."""
         ignore = {"protocol", "output", "workers", "image_cache_gb", "eval_batch_size", "device", "checkpoint_every",
-                  "datasets",
+                  "datasets", "parallel", "shard",
                   "seeds", "methods", "data_root", "cache_dir", "offline", "tensorboard"}
         if self.protocol == "few-shot":  # its job folders and records carry the shot count
             ignore.add("shots")
@@ -239,6 +245,11 @@ def _one_slot(template: str) -> bool:
         return template.count("{}") == 1 and template.format("x").count("x") >= 1
     except (IndexError, KeyError, ValueError):
         return False
+
+
+def _shard_ok(shard: str) -> bool:
+    m = re.fullmatch(r"(\d+)/(\d+)", shard)
+    return bool(m) and 0 <= int(m.group(1)) < int(m.group(2))
 
 
 def _device_ok(device: str) -> bool:

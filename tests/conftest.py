@@ -35,3 +35,11 @@ def user_home(tmp_path_factory):
     from user_fixtures import make_user_home
 
     return make_user_home(tmp_path_factory.mktemp("user"))
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """A tiny open_clip model registered by name (engine_fixtures.TINY_MODEL); its config file."""
+    from engine_fixtures import register_tiny_model
+
+    return register_tiny_model(tmp_path_factory.mktemp("models"))

@@ -12,16 +12,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 from data_fixtures import make_coop_dataset
-from engine_fixtures import PYTHON, base_flags, register_tiny_model, write_launcher
+from engine_fixtures import PYTHON, base_flags, write_launcher
 from glad_cli.main import cli
 from safetensors.torch import load_file
 
 from glad.engine.results import harmonic_mean, read_records
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return register_tiny_model(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="module")
@@ -196,6 +191,11 @@ def test_torchrun_two_processes_match_one(tiny, data_root, tmp_path):
         torch.testing.assert_close(b[k], a[k], atol=2e-4, rtol=1e-3, msg=k)
     acc = lambda p: sorted((r["split"], r["accuracy"]) for r in read_records(str(p / "results.jsonl")))  # noqa: E731
     assert acc(tmp_path / "one") == acc(tmp_path / "two")
+    # evaluation is shared by the ranks: each evaluated its shard, together every image once
+    for r in read_records(str(tmp_path / "two" / "results.jsonl")):
+        assert len(r["shard_sizes"]) == 2 and sum(r["shard_sizes"]) == r["num_samples"]
+        assert r["shard_sizes"][1] > 0
+    assert "rank 1 evaluated" in two.stderr
 
 
 def test_config_file_gives_defaults_and_flags_win(tiny, data_root, tmp_path):
@@ -311,3 +311,91 @@ def test_training_metrics_per_step_and_their_curves(tiny, data_root, tmp_path):
     res = CliRunner().invoke(cli, ["report", str(out), "--plot"])
     assert res.exit_code == 0, res.output
     assert (out / "training.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_evaluation_shards_cover_every_image_once():
+    from glad.engine.evaluate import shard
+    from glad.engine.runtime import Runtime
+
+    items = list(range(10))
+    for world in (1, 2, 3, 4, 11):
+        parts = [shard(items, Runtime(device=torch.device("cpu"), rank=r, world_size=world)) for r in range(world)]
+        assert sorted(i for p in parts for i in p) == items
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def _records_by_key(folder):
+    from glad.engine.runner import read_run_records
+
+    return {(r["method"], r["eval_dataset"], r["split"], r["seed"]): r["accuracy"] for r in read_run_records(str(folder))}
+
+
+def test_job_parallel_torchrun_and_shards_equal_one_process(tiny, data_root, tmp_path):
+    launcher = write_launcher(tmp_path, tiny)
+    flags = base_flags(data_root, tmp_path / "x", **{"--epochs": 2}) + [
+        "--dataset", "oxford_pets", "--dataset", "dtd", "--method", "lora", "--method", "glad", "--seed", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([PYTHON, str(launcher), "train", *flags, "--output", str(tmp_path / "one")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(launcher), "train", *flags, "--parallel", "jobs", "--output", str(tmp_path / "two")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    want = _records_by_key(tmp_path / "one")
+    assert _records_by_key(tmp_path / "two") == want and len(want) == 2 * 2 * 2
+    # the jobs were dealt out: (lora, pets), (glad, pets) to rank 0; (lora, dtd), (glad, dtd) to rank 1
+    shard = {i: read_records(str(tmp_path / "two" / f"results-shard{i}-of-2.jsonl")) for i in (0, 1)}
+    assert {(r["method"], r["train_dataset"]) for r in shard[0]} == {("lora", "oxford_pets"), ("glad", "oxford_pets")}
+    assert {(r["method"], r["train_dataset"]) for r in shard[1]} == {("lora", "dtd"), ("glad", "dtd")}
+    table = (tmp_path / "one" / "results-base-to-novel.md").read_text()
+    assert (tmp_path / "two" / "results-base-to-novel.md").read_text() == table
+    # the same plan as a job array: --shard I/N, any order, then glad report merges
+    for i in (1, 0):
+        res = subprocess.run([PYTHON, str(launcher), "train", *flags, "--shard", f"{i}/2", "--output",
+                              str(tmp_path / "array")], capture_output=True, text=True, env=env, timeout=600)
+        assert res.returncode == 0, res.stderr[-2000:]
+    assert _records_by_key(tmp_path / "array") == want
+    res = CliRunner().invoke(cli, ["report", str(tmp_path / "array")])
+    assert res.exit_code == 0 and (tmp_path / "array" / "results-base-to-novel.md").read_text() == table
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                out.append(int(entry))
+    return out
+
+
+def test_a_killed_rank_is_restarted_by_torchrun_and_resumes(tiny, data_root, tmp_path):
+    launcher = write_launcher(tmp_path, tiny)
+    flags = base_flags(data_root, tmp_path / "x", **{"--epochs": 40, "--checkpoint-every": 3}) + [
+        "--dataset", "oxford_pets", "--dataset", "dtd", "--method", "lora", "--seed", "1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([PYTHON, str(launcher), "train", *flags, "--output", str(tmp_path / "one")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    out = tmp_path / "elastic"
+    proc = subprocess.Popen([PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             "--max-restarts", "1", str(launcher), "train", *flags, "--parallel", "jobs",
+                             "--output", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline, killed = time.time() + 300, False
+    while time.time() < deadline and proc.poll() is None and not killed:
+        checkpoints = list(out.glob("lora/dtd-base/seed1/checkpoints/step-*"))
+        if checkpoints:  # rank 1 (dtd) is mid-training: kill it
+            workers = _children(proc.pid)
+            if len(workers) == 2:
+                os.kill(max(workers), signal.SIGKILL)
+                killed = True
+        time.sleep(0.05)
+    stdout, stderr = proc.communicate(timeout=600)
+    assert killed, "the run ended before a checkpoint could be killed"
+    assert proc.returncode == 0, stderr[-3000:]
+    assert _records_by_key(out) == _records_by_key(tmp_path / "one")

@@ -46,8 +46,8 @@ def protocol_commands(heading: str = "## Run the paper's protocols") -> list[str
 COMMANDS = protocol_commands()
 
 
-def command(prefix: str) -> str:
-    matches = [c for c in COMMANDS if c.startswith(prefix)]
+def command(prefix: str, contains: str = "") -> str:
+    matches = [c for c in COMMANDS if c.startswith(prefix) and contains in c]
     assert len(matches) == 1, f"README should hold one command starting {prefix!r}: {COMMANDS}"
     return matches[0]
 
@@ -61,9 +61,10 @@ def user(user_home):
     return user_home
 
 
-def run_readme(prefix: str, user):
-    res = run_shell(with_budget(command(prefix)), user.home)
-    assert res.returncode == 0, f"{command(prefix)}\n{res.stdout[-3000:]}\n{res.stderr[-5000:]}"
+def run_readme(prefix: str, user, contains: str = ""):
+    cmd = command(prefix, contains)
+    res = run_shell(with_budget(cmd), user.home)
+    assert res.returncode == 0, f"{cmd}\n{res.stdout[-3000:]}\n{res.stderr[-5000:]}"
     return res
 
 
@@ -91,8 +92,8 @@ def assert_adapter(folder: Path, alignnet: bool):
 
 def test_readme_lists_the_protocol_commands():
     assert [c.split(" --")[0] for c in COMMANDS] == [
-        "glad train", "glad train", "glad train", "glad train", "glad train", "torchrun", "glad eval",
-        "glad report runs/b2n"]
+        "glad train", "glad train", "glad train", "glad train", "glad train", "torchrun", "torchrun",
+        "glad eval", "glad report runs/b2n"]
 
 
 def test_base_to_novel_then_eval_and_report(user):
@@ -150,7 +151,7 @@ def test_ablation_on_dtd(user):
 
 
 def test_torchrun_cross_dataset(user):
-    run_readme("torchrun", user)
+    run_readme("torchrun", user, "cross-dataset")
     out = user.home / "runs" / "imagenet-ddp"
     assert_real_run(out, "cross-dataset", {"glad"}, {"imagenet", *TRANSFER_TARGETS})
 
@@ -196,3 +197,17 @@ def test_use_your_tuned_model_commands(user):
     res = run_shell(with_budget(hub), user.home)
     assert res.returncode == 0, res.stderr[-3000:]
     assert re.search(r"dtd \[base\]: \d+\.\d\d% of 1", res.stdout), res.stdout
+
+
+def test_torchrun_job_parallel_base_to_novel(user):
+    run_readme("torchrun", user, "--parallel jobs")
+    out = user.home / "runs" / "b2n-jobs"
+    run = json.loads((out / "config.json").read_text())
+    assert run["resolved"]["quick_gelu"] is True and run["config"]["model"] == "ViT-B-16"
+    from glad.engine.runner import read_run_records
+
+    records = read_run_records(str(out))
+    assert {r["eval_dataset"] for r in records} == set(BASE_TO_NOVEL_DATASETS) and len(records) == 22
+    shards = [read_records(str(out / f"results-shard{i}-of-2.jsonl")) for i in (0, 1)]
+    assert all(shards) and len(shards[0]) + len(shards[1]) == 22
+    assert "| dtd | glad |" in (out / "results-base-to-novel.md").read_text()

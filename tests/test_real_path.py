@@ -13,15 +13,10 @@ import pytest
 import torch
 from click.testing import CliRunner
 from data_fixtures import corrupt_image, make_coop_dataset, make_imagefolder, write_image
-from engine_fixtures import PYTHON, base_flags, register_tiny_model, write_launcher
+from engine_fixtures import PYTHON, base_flags, write_launcher
 from glad_cli.main import cli
 
 from glad.engine.results import read_records
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return register_tiny_model(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture(scope="module")

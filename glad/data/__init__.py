@@ -7,8 +7,8 @@
     prompts = base.prompts()                       # template filled, "_" read as " "
 
 Names: the CoOp names of DATASETS.md (`COOP_DATASETS`), `imagefolder:<path>`, a split
-file `<path>.json`, a `<path>.csv`, and names registered with `register_dataset`
-(glad.world registers its built-in offline datasets; it is imported on first need).
+file `<path>.json`, a `<path>.csv`, and names registered with `register_dataset` or by a
+module named with `register_provider` (glad.engine names glad.world, the built-in world).
 
 Protocols: `PROTOCOLS` holds the paper's base-to-novel, cross-dataset and
 domain-generalization definitions; other datasets sets are registered as variants with
@@ -22,7 +22,13 @@ turns `_` into a space when the prompt is made.
 from .coop import SPECS as COOP_SPECS
 from .loader import ImageDataset, load_image, make_loader
 from .protocols import PROTOCOLS, Protocol, get_protocol, register_protocol_defaults
-from .registry import COOP_DATASETS, available_datasets, build_dataset, register_dataset
+from .registry import (
+    COOP_DATASETS,
+    available_datasets,
+    build_dataset,
+    register_dataset,
+    register_provider,
+)
 from .shots import default_cache_root, draw_fewshot, fewshot, sample_per_class
 from .subsample import base_novel_labels, subsample_classes
 from .templates import DEFAULT_TEMPLATE, TEMPLATES, template_for
@@ -42,6 +48,6 @@ __all__ = [
     "PROTOCOLS", "TEMPLATES", "CorruptImageError", "DatasetError", "DatasetSplits", "Datum",
     "ImageDataset", "MissingDataError", "Protocol", "available_datasets", "base_novel_labels",
     "build_dataset", "default_cache_root", "draw_fewshot", "fewshot", "format_prompt", "get_protocol",
-    "load_image", "make_loader", "register_dataset", "register_protocol_defaults", "sample_per_class",
+    "load_image", "make_loader", "register_dataset", "register_provider", "register_protocol_defaults", "sample_per_class",
     "subsample_classes", "template_for", "test_transform", "train_transform",
 ]

@@ -37,7 +37,7 @@ def image_bytes(items: Sequence[Datum]) -> int:
             with Image.open(d.impath) as im:
                 w, h = im.size
         except (OSError, SyntaxError, ValueError) as e:
-            raise CorruptImageError(f"cannot read image {d.impath} ({type(e).__name__}: {e}); replace or "
+            raise CorruptImageError(f"cannot decode image {d.impath} ({type(e).__name__}: {e}); replace or "
                                     f"remove the file.") from e
         total += 3 * w * h
     return total

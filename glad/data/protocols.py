@@ -12,13 +12,13 @@
 Other dataset sets (glad's built-in offline world) are variants of the same protocols:
 `register_protocol_defaults(protocol, source, targets, variant="builtin")` adds one,
 and `get_protocol(name, variant)` returns it ("coop" is `PROTOCOLS` itself). Asking for
-an unknown variant imports `glad.world` once, so that its variants are registered.
+an unknown variant imports the dataset providers once (`registry.register_provider`), so
+that theirs are registered.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
 from dataclasses import dataclass
 
 TRANSFER_TARGETS = ("caltech101", "oxford_pets", "stanford_cars", "oxford_flowers", "food101",
@@ -65,7 +65,6 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
 FEW_SHOT_SHOTS = (1, 2, 4, 8, 16)
 
 _VARIANTS: dict[str, dict[str, Protocol]] = {"coop": PROTOCOLS}
-_world_loaded = False
 
 
 def normalize_protocol(name: str) -> str:
@@ -96,15 +95,11 @@ def register_protocol_defaults(protocol: str, source: str | None, targets, varia
 
 def get_protocol(name: str, variant: str = "coop") -> Protocol:
     """The protocol `name` for a variant ("coop": the paper's datasets; "builtin": glad.world's)."""
-    global _world_loaded
     key = normalize_protocol(name)
-    if key not in _VARIANTS.get(variant, {}) and not _world_loaded:
-        _world_loaded = True
-        try:
-            importlib.import_module("glad.world")
-        except ModuleNotFoundError as e:
-            if e.name not in ("glad.world", "glad"):
-                raise
+    if key not in _VARIANTS.get(variant, {}):
+        from .registry import load_providers
+
+        load_providers()
     if key not in _VARIANTS.get(variant, {}):
         known = sorted(v for v, d in _VARIANTS.items() if key in d)
         raise ValueError(f"protocol {key!r} has no variant {variant!r}; known: {', '.join(known)}")

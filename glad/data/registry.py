@@ -1,8 +1,10 @@
 """`build_dataset` and the registry of dataset names.
 
 The 15 CoOp names are registered here. Other packages add theirs with
-`register_dataset(name, builder)`; glad's built-in offline datasets come from
-`glad.world`, imported the first time an unknown name is asked for.
+`register_dataset(name, builder)`, or name a module that registers them when imported
+with `register_provider(module)`: providers are imported the first time an unknown name
+is asked for. glad.data names no provider itself (it imports nothing above it); glad's
+engine registers glad.world, the built-in offline datasets.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ Builder = Callable[..., DatasetSplits]
 
 _REGISTRY: dict[str, Builder] = {name: coop_builder(name) for name in SPECS}
 COOP_DATASETS: tuple[str, ...] = tuple(SPECS)
-_world_loaded = False
+_providers: dict[str, bool] = {}  # module name -> imported yet
 
 _ALIASES = {"imagenet_v2": "imagenetv2", "imagenet_adversarial": "imagenet_a",
             "imagenet_rendition": "imagenet_r", "caltech_101": "caltech101", "food_101": "food101",
@@ -48,22 +50,23 @@ def register_dataset(name: str, builder: Builder) -> None:
     _REGISTRY[key] = builder
 
 
-def _load_world() -> None:
-    """Import glad.world once so its built-in datasets register themselves."""
-    global _world_loaded
-    if _world_loaded:
-        return
-    _world_loaded = True
-    try:
-        importlib.import_module("glad.world")
-    except ModuleNotFoundError as e:
-        if e.name not in ("glad.world", "glad"):  # a missing dependency inside it is a real error
-            raise
+def register_provider(module: str) -> None:
+    """Name a module whose import registers datasets (and protocol variants); it is imported
+    the first time a name nobody registered is asked for."""
+    _providers.setdefault(module, False)
+
+
+def load_providers() -> None:
+    """Import every provider not imported yet (a missing dependency inside one is an error)."""
+    for module, loaded in list(_providers.items()):
+        if not loaded:
+            _providers[module] = True
+            importlib.import_module(module)
 
 
 def available_datasets() -> list[str]:
     """Every registered name (CoOp's first, then the built-in and user-registered ones)."""
-    _load_world()
+    load_providers()
     return list(_REGISTRY)
 
 
@@ -95,7 +98,7 @@ def build_dataset(name: str, root: str | os.PathLike | None = None, *, check_fil
         return build_csv(_user_path(raw, root), check_files=check_files)
     key = normalize_name(raw)
     if key not in _REGISTRY:
-        _load_world()
+        load_providers()
     if key not in _REGISTRY:
         raise DatasetError(f"unknown dataset {name!r}; choose one of {', '.join(_REGISTRY)}, "
                            f"'imagefolder:<path>', a split file '<path>.json' or a '<path>.csv'.")

@@ -42,7 +42,7 @@ from glad.data import (
     train_transform,
 )
 from glad.data.decoded import GIB, PreparedTestImages, test_images_bytes
-from glad.engine.evaluate import evaluate
+from glad.engine.evaluate import evaluate, shard
 from glad.engine.results import read_records, write_tables
 from glad.engine.runtime import Runtime, setup_runtime
 from glad.engine.train import StopRequested, train
@@ -135,8 +135,10 @@ def _provenance() -> dict:
             "open_clip": getattr(open_clip, "__version__", "unknown"), "git_commit": _git_commit()}
 
 
-def check_output(cfg: TrainConfig, resume: bool) -> None:
-    """Refuse to mix runs: an output folder holds one set of training settings."""
+def check_output(cfg: TrainConfig, resume: bool, job_dirs: list[str] | None = None) -> None:
+    """Refuse to mix runs: an output folder holds one set of training settings. Without
+    `resume`, an unfinished job (checkpoints, no done.json) is refused too: any in the folder,
+    or only those of `job_dirs` (a job shard's own: other shards may be training now)."""
     path = os.path.join(cfg.output, "config.json")
     if not os.path.exists(path) or not _holds_results(cfg.output):
         return  # nothing there, or only the settings of a run that failed before its first result
@@ -149,15 +151,18 @@ def check_output(cfg: TrainConfig, resume: bool) -> None:
         raise OutputConflictError(f"output folder {cfg.output} holds a run with other settings ({details}); "
                                   "choose another --output, or rerun with the same settings")
     if not resume:
-        for root, dirs, _ in os.walk(cfg.output):
-            if "checkpoints" in dirs and not os.path.exists(os.path.join(root, "done.json")):
+        roots = job_dirs if job_dirs is not None else [root for root, dirs, _ in os.walk(cfg.output)
+                                                       if "checkpoints" in dirs]
+        for root in roots:
+            if os.path.isdir(os.path.join(root, "checkpoints")) and not os.path.exists(os.path.join(root, "done.json")):
                 raise OutputConflictError(f"{root} holds an unfinished training job; pass --resume to "
                                           "continue it, or choose another --output")
 
 
 def _holds_results(output: str) -> bool:
     """Whether a run left anything of value in `output`: results, checkpoints or finished jobs."""
-    if os.path.exists(os.path.join(output, "results.jsonl")):
+    if os.path.exists(os.path.join(output, "results.jsonl")) or any(
+            n.startswith("results-shard") for n in (os.listdir(output) if os.path.isdir(output) else [])):
         return True
     for _, dirs, files in os.walk(output):
         if "checkpoints" in dirs or "done.json" in files or "adapter_model.safetensors" in files:
@@ -225,6 +230,7 @@ class Runner:
         if key in self._prepared:
             self._prepared.move_to_end(key)
             return self._prepared[key]
+        items = shard(items, self.runtime)  # this rank's share only
         need = test_images_bytes(len(items), self.image_size())
         if need > budget:
             return None
@@ -246,10 +252,16 @@ class Runner:
     # -- the run ------------------------------------------------------------------------
     def run(self):
         cfg = self.cfg
-        self.runtime = setup_runtime(cfg.device, cfg.precision, cfg.deterministic, cfg.eval_precision)
-        check_output(cfg, self.resume)
+        # Job-parallel: each process runs whole jobs on its own device, no DDP (see job_shard).
+        shard_index, shard_count = job_shard(cfg)
+        self.runtime = setup_runtime(cfg.device, cfg.precision, cfg.deterministic, cfg.eval_precision,
+                                     distributed=cfg.parallel != "jobs")
         jobs = plan(cfg)
         self.labels = dataset_labels(n for job in jobs for n in (job.train_dataset, *(e for e, _ in job.evals)))
+        tasks = [(METHODS[m], job, seed) for m in cfg.methods for job in jobs for seed in cfg.seeds]
+        tasks = tasks[shard_index::shard_count]  # the same plan in every process, dealt out
+        check_output(cfg, self.resume, None if shard_count == 1 else
+                     [self.job_dir(method, job, seed) for method, job, seed in tasks])
         missing = {}
         for spec in self.labels:  # fail on missing data now, not after hours of training
             try:
@@ -269,10 +281,12 @@ class Runner:
         if self.runtime.is_main:
             os.makedirs(cfg.output, exist_ok=True)
             _write_run_config(cfg, self.resolved())
-        results_path = os.path.join(cfg.output, "results.jsonl")
+        # One writer per file: job shards append to their own results file; readers merge them.
+        name = "results.jsonl" if shard_count == 1 else f"results-shard{shard_index}-of-{shard_count}.jsonl"
+        results_path = os.path.join(cfg.output, name)
         # Read once: each (method, job, seed) is visited once a run, so no record added below
         # can change what is done.
-        records = read_records(results_path)
+        records = read_run_records(cfg.output)
         done = {_record_key(r) for r in records if r["protocol"] == cfg.protocol}
         # Evaluations another protocol of this folder already made (the shared ImageNet source
         # model of cross-dataset and domain generalization; zero-shot CLIP anywhere), reused.
@@ -280,15 +294,14 @@ class Runner:
         for r in records:
             if r.get("eval_precision", "fp32") == self.runtime.eval_precision:
                 self.reusable.setdefault(_reuse_key(METHODS.get(r["method"]), *_record_key(r)), r)
-        for method_name in cfg.methods:
-            method = METHODS[method_name]
-            for job in jobs:
-                for seed in cfg.seeds:
-                    self._check_stop()
-                    self._run_job(method, job, seed, results_path, done)
-        records = read_records(results_path)
+        for method, job, seed in tasks:
+            self._check_stop()
+            self._run_job(method, job, seed, results_path, done)
+        if cfg.parallel == "jobs" and shard_count > 1 and cfg.shard is None:
+            _jobs_barrier()  # torchrun: the tables once every rank has finished its jobs
+        records = read_run_records(cfg.output)
         tables = {}
-        if self.runtime.is_main:
+        if self.runtime.is_main and (cfg.shard is None or os.environ.get("RANK", "0") == "0"):
             tables = write_tables(records, cfg.output)
             if cfg.protocol in tables:
                 self.echo(tables[cfg.protocol].markdown())
@@ -333,11 +346,15 @@ class Runner:
             if split != "all":
                 data = subsample_classes(data, split)
             record = None
+            start = time.perf_counter()
+            # every rank evaluates its shard; rank 0 writes the record
+            res = evaluate(model, data.test, data.classnames, cfg.template or data.template, transform,
+                           runtime, batch_size=cfg.eval_batch_size, workers=self.workers,
+                           stop_flag=self.stop_flag, prepared=self.prepared_test(eval_name, split, data.test))
+            if runtime.world_size > 1:
+                log.info("rank %d evaluated %d of %d images of %s [%s]", runtime.rank,
+                         res["shard_sizes"][runtime.rank], res["num_samples"], self.labels[eval_name], split)
             if runtime.is_main:
-                start = time.perf_counter()
-                res = evaluate(model, data.test, data.classnames, cfg.template or data.template, transform,
-                               runtime, batch_size=cfg.eval_batch_size, workers=self.workers,
-                               stop_flag=self.stop_flag, prepared=self.prepared_test(eval_name, split, data.test))
                 record = {"protocol": cfg.protocol, "method": method.name, "train_dataset": train_label,
                           "eval_dataset": self.labels[eval_name], "split": split, "seed": seed,
                           "shots": job.shots, "model": cfg.model, "pretrained": cfg.pretrained,
@@ -393,6 +410,35 @@ class Runner:
             shutil.rmtree(os.path.join(job_dir, "checkpoints"), ignore_errors=True)
         runtime.barrier()
         return extra
+
+
+def job_shard(cfg: TrainConfig) -> tuple[int, int]:
+    """(index, count) of this process's share of the plan: `--shard I/N` (0 <= I < N, e.g. a SLURM
+    array task), or under torchrun with `--parallel jobs` its rank of the world; else (0, 1)."""
+    if cfg.shard is not None:
+        index, count = (int(x) for x in cfg.shard.split("/"))
+        return index, count
+    if cfg.parallel == "jobs":
+        return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    return 0, 1
+
+
+def _jobs_barrier() -> None:
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group("gloo")  # only to wait for each other: no tensors cross
+    dist.barrier()
+
+
+def read_run_records(folder: str) -> list[dict]:
+    """Every record of an output folder: results.jsonl and the job shards' results files."""
+    import glob
+
+    records = read_records(os.path.join(folder, "results.jsonl"))
+    for path in sorted(glob.glob(os.path.join(folder, "results-shard*-of-*.jsonl"))):
+        records += read_records(path)
+    return records
 
 
 def _record_key(r: dict) -> tuple:

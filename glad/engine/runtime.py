@@ -51,10 +51,11 @@ class Runtime:
 
 
 def setup_runtime(device: str = "auto", precision: str = "auto", deterministic: bool = False,
-                  eval_precision: str = "auto") -> Runtime:
-    """Pick the device and precision; join the process group when started by torchrun."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+                  eval_precision: str = "auto", distributed: bool = True) -> Runtime:
+    """Pick the device and precision; join the process group when started by torchrun (unless
+    `distributed` is False: each process then works alone, on its LOCAL_RANK's GPU)."""
+    world_size = int(os.environ.get("WORLD_SIZE", "1")) if distributed else 1
+    rank = int(os.environ.get("RANK", "0")) if distributed else 0
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device == "auto":
         device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"

@@ -14,25 +14,6 @@ import torch
 from torch.nn.modules.batchnorm import _BatchNorm, _NormBase
 
 
-class RngReplay:
-    """Snapshot of the CPU generator and the CUDA generators of `devices`, to replay a pass."""
-
-    def __init__(self, devices):
-        self._cuda = sorted({d.index if d.index is not None else torch.cuda.current_device()
-                             for d in devices if d.type == "cuda"})
-        self._cpu_state = None
-        self._cuda_states = []
-
-    def capture(self):
-        self._cpu_state = torch.get_rng_state()
-        self._cuda_states = [torch.cuda.get_rng_state(i) for i in self._cuda]
-
-    def restore(self):
-        torch.set_rng_state(self._cpu_state)
-        for i, state in zip(self._cuda, self._cuda_states, strict=True):
-            torch.cuda.set_rng_state(state, i)
-
-
 def running_stat_layers(model: torch.nn.Module | None) -> list[torch.nn.Module]:
     """The normalisation layers of `model` that keep running statistics (found once, reused)."""
     if model is None:

@@ -29,9 +29,10 @@ import warnings
 
 import torch
 
+from glad.models.replay import RngReplay
 from glad.optim._buffers import FlatParamLayout, GradBuffers, check_storage
 from glad.optim._distributed import all_reduce_mean_, ddp_group, sum_over_ranks
-from glad.optim._passes import RngReplay, frozen_running_stats, running_stat_layers
+from glad.optim._passes import frozen_running_stats, running_stat_layers
 
 MODES = ("gradreg", "sam", "off")
 
