@@ -8,7 +8,8 @@ import click
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
 @click.version_option(package_name="glad")
-def cli():
+@click.option("-v", "--verbose", is_flag=True, help="Also show other libraries' info lines (open_clip's model loading).")
+def cli(verbose):
     """GLAD: generalizable LoRA tuning of CLIP with regularized gradients."""
 
 

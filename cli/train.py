@@ -145,8 +145,10 @@ def _common(f):
         click.option("--batch-size", type=int, default=32, help="Training batch size (over all processes)."),
         click.option("--lr", type=float, default=1e-3, help="Peak learning rate (AdamW, cosine per iteration)."),
         click.option("--wd", type=float, default=1e-2, help="AdamW weight decay."),
-        click.option("--warmup-iters", type=int, default=0, help="Linear warmup iterations."),
-        click.option("--grad-clip", type=float, default=None, help="Clip the final gradient's norm."),
+        click.option("--warmup-iters", "--warmup", "warmup_iters", type=int, default=0,
+                     help="Linear warmup iterations (--warmup: open_clip's name)."),
+        click.option("--grad-clip", "--grad-clip-norm", "grad_clip", type=float, default=None,
+                     help="Clip the final gradient's norm (--grad-clip-norm: open_clip's name)."),
         click.option("--precision", type=click.Choice([*TRAIN_PRECISIONS, "fp16"]), default="auto",
                      help="Training precision: fp32 (TF32 matmuls on a GPU), bf16 or amp_bf16 (bf16 autocast), "
                           "amp (fp16 autocast with loss scaling); auto: bf16 on a GPU that has it, else amp; "
@@ -172,6 +174,8 @@ def _common(f):
         click.option("--eval-batch-size", type=int, default=128, help="Evaluation batch size."),
         click.option("--device", default="auto", help="auto, cpu, cuda or cuda:N."),
         click.option("--deterministic", is_flag=True, help="Deterministic kernels (slower)."),
+        click.option("--threads", type=click.IntRange(1), default=None,
+                     help="torch CPU threads of each process (default: torch's own choice)."),
         click.option("--parallel", type=click.Choice(["data", "jobs"]), default="data",
                      help="Under torchrun: data = each job over all processes (DDP); jobs = each process runs "
                           "whole (method, dataset, seed) jobs on its own GPU."),
@@ -192,7 +196,15 @@ def _common(f):
 
 
 def _setup_logging():
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    """glad's own progress lines at INFO; other libraries' (open_clip's ~9 lines a model load)
+    only with `glad -v`. Under torchrun only rank 0 tells progress; every rank warns."""
+    import os
+
+    verbose = bool(click.get_current_context().find_root().params.get("verbose"))
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
+                        format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    rank = int(os.environ.get("RANK", "0"))
+    logging.getLogger("glad").setLevel(logging.INFO if rank == 0 or verbose else logging.WARNING)
 
 
 def _one_line(exc: BaseException) -> str:
@@ -286,6 +298,11 @@ def train(ctx, resume, demo, **params):
     from glad.engine.runner import run_protocol
     from glad.engine.train import StopRequested
 
+    threads = params.pop("threads", None)
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
     cfg = _build_config(ctx, params, demo=demo)
     # torchrun's elastic restart (--max-restarts) reruns the same command: continue, as --resume
     resume = resume or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0

@@ -245,3 +245,57 @@ def test_fp16_autocast_trains_with_loss_scaling(tiny, data_root, tmp_path):
     skipped = [r["skipped"] for r in rows]
     assert skipped[0] and not skipped[-1]
     _one_line_error(_train(*base_flags(data_root, tmp_path / "x"), "--precision", "fp16"), "--precision fp16", "amp")
+
+
+def test_quiet_by_default_and_verbose_on_request(tiny, data_root, tmp_path):
+    from engine_fixtures import PYTHON, write_launcher
+
+    launcher = write_launcher(tmp_path, tiny)
+    args = [*base_flags(data_root, tmp_path / "q", **{"--epochs": 1}), "--dataset", "dtd", "--method", "lora",
+            "--seed", "1"]
+    quiet = subprocess.run([PYTHON, str(launcher), "train", *args], capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0, quiet.stderr[-2000:]
+    noise = [line for line in quiet.stderr.splitlines() if "Instantiating" in line or "Loaded built-in" in line]
+    assert noise == []
+    lines = [line for line in (quiet.stdout + quiet.stderr).splitlines() if line.strip()]
+    assert len(lines) <= 20, "\n".join(lines)  # records, the table, where the files are
+    assert "files in" in quiet.stdout
+    loud = subprocess.run([PYTHON, str(launcher), "-v", "train", *args[:-6], "--output", str(tmp_path / "v"),
+                           "--dataset", "dtd", "--method", "lora", "--seed", "1"],
+                          capture_output=True, text=True, timeout=300)
+    assert loud.returncode == 0 and "Instantiating" in loud.stderr
+
+
+def test_open_clip_names_and_threads(monkeypatch):
+    import glad.engine.runner as runner
+
+    seen = []
+    monkeypatch.setattr(runner, "run_protocol", lambda cfg, **kw: seen.append(cfg))
+    threads = torch.get_num_threads()
+    try:
+        res = CliRunner().invoke(cli, ["train", "--data-root", "d", "--grad-clip-norm", "1.5", "--warmup", "7",
+                                       "--precision", "amp_bf16", "--threads", "1"])
+        assert res.exit_code == 0, res.output
+        assert (seen[-1].grad_clip, seen[-1].warmup_iters, seen[-1].precision) == (1.5, 7, "amp_bf16")
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_template_round_trip(tiny, data_root, tmp_path):
+    out = tmp_path / "t"
+    res = _train(*base_flags(data_root, out, **{"--epochs": 1}), "--dataset", "dtd", "--method", "lora", "--seed", "1",
+                 "--template", "a close-up of {}.")
+    assert res.exit_code == 0, res.output
+    adapter = out / "lora" / "dtd-base" / "seed1" / "adapter"
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    assert config["template"] == config["template_override"] == "a close-up of {}."
+    res = CliRunner().invoke(cli, ["eval", "--adapter", str(adapter), "--dataset", "dtd", "--split", "base",
+                                   "--data-root", str(data_root), "--workers", "0", "--device", "cpu", "--json"])
+    evaluated = json.loads(res.output)[0]
+    recorded = next(r for r in read_records(str(out / "results.jsonl")) if r["split"] == "base")
+    assert evaluated["template"] == "a close-up of {}." and evaluated["accuracy"] == recorded["accuracy"]
+    res = CliRunner().invoke(cli, ["eval", "--adapter", str(adapter), "--dataset", "dtd", "--split", "base",
+                                   "--data-root", str(data_root), "--workers", "0", "--device", "cpu", "--json",
+                                   "--template", "{} texture."])
+    assert json.loads(res.output)[0]["template"] == "{} texture."

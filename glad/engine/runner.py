@@ -305,6 +305,9 @@ class Runner:
             tables = write_tables(records, cfg.output)
             if cfg.protocol in tables:
                 self.echo(tables[cfg.protocol].markdown())
+            self.echo(f"files in {cfg.output}/: results-{cfg.protocol}.md/.csv (tables), results*.jsonl (one record "
+                      f"per evaluation), <method>/<dataset>-<classes>/seed<k>/ (adapter, metrics.jsonl, done.json); "
+                      f"charts: glad report {cfg.output} --plot")
         self.runtime.barrier()
         return tables
 

@@ -190,7 +190,8 @@ def train(model, method: Method, cfg: TrainConfig, items, classnames, template, 
 
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=total_iters, initial=step, desc=os.path.basename(job_dir.rstrip("/")) or "train",
+    # method, dataset and seed: the job folder's last three parts (<method>/<dataset>-<classes>/seedK)
+    bar = tqdm(total=total_iters, initial=step, desc=" ".join(os.path.normpath(job_dir).split(os.sep)[-3:]),
                disable=not (runtime.is_main and sys.stderr.isatty()), leave=False)
     metrics = None
     if runtime.is_main:
