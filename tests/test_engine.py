@@ -399,3 +399,20 @@ def test_a_killed_rank_is_restarted_by_torchrun_and_resumes(tiny, data_root, tmp
     assert killed, "the run ended before a checkpoint could be killed"
     assert proc.returncode == 0, stderr[-3000:]
     assert _records_by_key(out) == _records_by_key(tmp_path / "one")
+
+
+@pytest.mark.slow
+def test_builtin_transfer_demos_share_their_source_model(tmp_path):
+    """The README's `glad train --demo --protocol cross-dataset`, then domain-generalization."""
+    env = {"GLAD_CACHE": str(tmp_path / "cache"), "GLAD_TINY_BUDGET": "test"}
+    out = tmp_path / "transfer"
+    budget = ["--output", str(out), "--epochs", "1", "--seeds", "1", "--max-iters", "2", "--method", "lora"]
+    res = _train("--demo", "--protocol", "cross-dataset", *budget, env=env)
+    assert res.exit_code == 0, res.output
+    assert "| Method | world_shapes (source) | world_textures | world_colours | world_counts |" in res.output
+    res = _train("--demo", "--protocol", "domain-generalization", *budget, env=env)
+    assert res.exit_code == 0, res.output
+    records = read_records(str(out / "results.jsonl"))
+    dg = [r for r in records if r["protocol"] == "domain-generalization"]
+    assert {r["eval_dataset"] for r in dg} == {"world_shapes", "world_sketch", "world_noisy", "world_palette"}
+    assert next(r for r in dg if r["eval_dataset"] == "world_shapes")["reused_from"]["protocol"] == "cross-dataset"
