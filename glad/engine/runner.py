@@ -301,7 +301,8 @@ class Runner:
             _jobs_barrier()  # torchrun: the tables once every rank has finished its jobs
         records = read_run_records(cfg.output)
         tables = {}
-        if self.runtime.is_main and (cfg.shard is None or os.environ.get("RANK", "0") == "0"):
+        # one process makes the tables: rank 0 (under torchrun, in either mode) or each job-array shard
+        if self.runtime.is_main and os.environ.get("RANK", "0") == "0":
             tables = write_tables(records, cfg.output)
             if cfg.protocol in tables:
                 self.echo(tables[cfg.protocol].markdown())
