@@ -26,7 +26,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-import platform
 import statistics
 import time
 from collections import defaultdict
@@ -34,6 +33,8 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
+
+from glad.provenance import machine_info  # noqa: F401  (re-exported for the benches)
 
 TRAIN_METHODS = ("lora", "lora-alignnet", "lora-sam", "lora-gradreg", "glad")
 # (numerator, denominator, bound): the ratios the project holds itself to (see benchmarks/README.md)
@@ -126,44 +127,6 @@ def _check_common(cfg) -> None:
 
 
 # ------------------------------------------------------------------------------ machine
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def _git_commit() -> str | None:
-    import subprocess
-
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                             timeout=10, cwd=os.path.dirname(os.path.abspath(__file__)))
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def machine_info(device: torch.device) -> dict:
-    """What the numbers came from: CPU, accelerator, threads, versions, commit."""
-    import open_clip
-
-    import glad
-
-    info = {"cpu": _cpu_name(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "device": str(device), "platform": platform.platform(), "python": platform.python_version(),
-            "torch": torch.__version__, "open_clip": getattr(open_clip, "__version__", "unknown"),
-            "glad": glad.__version__, "git_commit": _git_commit()}
-    if device.type == "cuda":
-        info["device_name"] = torch.cuda.get_device_name(device)
-        info["cuda"] = torch.version.cuda
-    return info
-
-
 def load_average() -> list[float] | None:
     try:
         return [round(x, 2) for x in os.getloadavg()]

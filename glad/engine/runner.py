@@ -23,14 +23,12 @@ import json
 import logging
 import os
 import shutil
-import subprocess
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
 
-import glad
 from glad.config import METHODS, ConfigError, TrainConfig, default_workers
 from glad.data import (
     PROTOCOLS,
@@ -117,22 +115,12 @@ def dataset_labels(specs) -> dict[str, str]:
     return labels
 
 
-def _git_commit() -> str | None:
-    try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=os.path.dirname(glad.__file__),
-                             capture_output=True, text=True, timeout=10)
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
 @functools.lru_cache(maxsize=1)
 def _provenance() -> dict:
-    """Versions and git commit, asked once a process (it runs git): every record carries them."""
-    import open_clip
+    """Versions and git commit, asked once a process: every record carries them."""
+    from glad.provenance import versions
 
-    return {"glad": glad.__version__, "torch": torch.__version__,
-            "open_clip": getattr(open_clip, "__version__", "unknown"), "git_commit": _git_commit()}
+    return versions()
 
 
 def check_output(cfg: TrainConfig, resume: bool, job_dirs: list[str] | None = None) -> None:

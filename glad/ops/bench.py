@@ -25,8 +25,6 @@ median.
 
 from __future__ import annotations
 
-import os
-import platform
 import statistics
 import time
 
@@ -34,6 +32,7 @@ import torch
 
 import glad.ops as ops
 from glad.ops._dispatch import _supports
+from glad.provenance import machine_info
 
 OPS = ("project", "perturb", "restore")
 BYTES_PER_VALUE = {"project": 5, "perturb": 5, "restore": 2, "copy": 2}
@@ -66,26 +65,6 @@ def shapes_for(size):
     numels = [max(1, base_i * total // sum(base)) for base_i in base]
     numels[-1] += total - sum(numels)
     return [(n,) for n in numels]
-
-
-def machine_info(device):
-    """CPU model, cores, threads, load and accelerator: what the numbers depend on."""
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    info = {"cpu": model, "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "device": str(device)}
-    if hasattr(os, "getloadavg"):
-        info["load_average_1min_at_start"] = round(os.getloadavg()[0], 2)
-    if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
-    return info
 
 
 # ------------------------------------------------------------------ naive baselines
