@@ -297,37 +297,35 @@ def test_register_dataset_and_reserved_names(tmp_path):
         gd.register_dataset("nothing", 3)
 
 
-def test_unknown_names_import_glad_world_once(monkeypatch, tmp_path):
+def test_unknown_names_import_the_registered_providers_once(monkeypatch):
     calls = []
 
     def fake_import(module):
         calls.append(module)
         gd.register_dataset("world_toy_test", lambda root: gd.DatasetSplits("world_toy_test", [], [], [], ["a"]))
 
-    monkeypatch.setattr(registry, "_world_loaded", False)
+    monkeypatch.setattr(registry, "_providers", {})
     monkeypatch.setattr(registry.importlib, "import_module", fake_import)
     try:
+        gd.register_provider("toy.provider")
         assert gd.build_dataset("world_toy_test").classnames == ["a"]
         with pytest.raises(gd.DatasetError, match="unknown dataset"):
             gd.build_dataset("still_unknown")
-        assert calls == ["glad.world"]
+        assert calls == ["toy.provider"]  # imported once, however many names are asked for
     finally:
         registry._REGISTRY.pop("world_toy_test", None)
 
 
-def test_missing_glad_world_is_ignored_but_its_broken_imports_are_not(monkeypatch):
-    def missing_world(module):
-        raise ModuleNotFoundError("No module named 'glad.world'", name="glad.world")
+def test_glad_data_names_no_provider_and_a_broken_provider_is_an_error(monkeypatch):
+    monkeypatch.setattr(registry, "_providers", {})
+    with pytest.raises(gd.DatasetError, match="unknown dataset"):
+        gd.build_dataset("no_such_dataset")  # nothing to import: glad.data imports nothing above it
 
-    def broken_world(module):
+    def broken(module):
         raise ModuleNotFoundError("No module named 'scipy'", name="scipy")
 
-    monkeypatch.setattr(registry, "_world_loaded", False)
-    monkeypatch.setattr(registry.importlib, "import_module", missing_world)
-    with pytest.raises(gd.DatasetError, match="unknown dataset"):
-        gd.build_dataset("no_such_dataset")
-    monkeypatch.setattr(registry, "_world_loaded", False)
-    monkeypatch.setattr(registry.importlib, "import_module", broken_world)
+    monkeypatch.setattr(registry.importlib, "import_module", broken)
+    gd.register_provider("needs.scipy")
     with pytest.raises(ModuleNotFoundError, match="scipy"):
         gd.build_dataset("no_such_dataset")
 
