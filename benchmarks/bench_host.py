@@ -77,8 +77,8 @@ def main():
     out["teacher_switch_collected_once"] = per_call_us(collected, calls=50)
     print(json.dumps(out, indent=2))
     if args.json:
-        from glad.engine.bench import machine_info
         from glad.io import atomic_write_json
+        from glad.provenance import machine_info
 
         atomic_write_json(args.json, {"command": "python benchmarks/bench_host.py --json " + args.json,
                                       "machine": machine_info(torch.device("cpu")), "unit": "us per call",

@@ -38,23 +38,20 @@ def _fail(message: str) -> None:
     sys.exit(2)
 
 
-class _Yaml12Loader:
+def _yaml_loader():
     """yaml.SafeLoader reading floats as YAML 1.2 does (`1e-3` is a number, not a string)."""
+    import re
 
-    @staticmethod
-    def make():
-        import re
+    import yaml
 
-        import yaml
+    class Loader(yaml.SafeLoader):
+        pass
 
-        class Loader(yaml.SafeLoader):
-            pass
-
-        Loader.add_implicit_resolver(
-            "tag:yaml.org,2002:float",
-            re.compile(r"^[-+]?(?:[0-9][0-9_]*)?\.?[0-9]+(?:[eE][-+]?[0-9]+)$|^[-+]?\.(?:inf|Inf|INF|nan|NaN|NAN)$"),
-            list("-+0123456789."))
-        return Loader
+    Loader.add_implicit_resolver(
+        "tag:yaml.org,2002:float",
+        re.compile(r"^[-+]?(?:[0-9][0-9_]*)?\.?[0-9]+(?:[eE][-+]?[0-9]+)$|^[-+]?\.(?:inf|Inf|INF|nan|NaN|NAN)$"),
+        list("-+0123456789."))
+    return Loader
 
 
 def _load_yaml(path: str) -> dict:
@@ -62,7 +59,7 @@ def _load_yaml(path: str) -> dict:
 
     try:
         with open(path, encoding="utf-8") as f:
-            data = yaml.load(f, Loader=_Yaml12Loader.make()) or {}  # noqa: S506 - a SafeLoader subclass
+            data = yaml.load(f, Loader=_yaml_loader()) or {}  # noqa: S506 - a SafeLoader subclass
     except OSError as exc:
         _fail(f"cannot read --config {path}: {exc.strerror}")
     except yaml.YAMLError as exc:

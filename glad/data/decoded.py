@@ -29,9 +29,9 @@ log = logging.getLogger("glad")
 GIB = 1 << 30
 
 
-def image_bytes(items: Sequence[Datum]) -> int:
-    """Bytes of the decoded RGB pixels of `items`, from the file headers (nothing decoded)."""
-    total = 0
+def header_sizes(items: Sequence[Datum]) -> list[tuple[int, int]]:
+    """(height, width) of each image, from its file header (nothing decoded)."""
+    sizes = []
     for d in items:
         try:
             with Image.open(d.impath) as im:
@@ -39,8 +39,8 @@ def image_bytes(items: Sequence[Datum]) -> int:
         except (OSError, SyntaxError, ValueError) as e:
             raise CorruptImageError(f"cannot decode image {d.impath} ({type(e).__name__}: {e}); replace or "
                                     f"remove the file.") from e
-        total += 3 * w * h
-    return total
+        sizes.append((h, w))
+    return sizes
 
 
 def _decode_all(items, workers: int, convert=np.asarray):
@@ -61,13 +61,11 @@ def _decode_all(items, workers: int, convert=np.asarray):
 class DecodedImages(Dataset):
     """(image tensor, label) pairs of `items` from pixels decoded once (see the module docs)."""
 
-    def __init__(self, items: Sequence[Datum], transform, workers: int = 0):
+    def __init__(self, items: Sequence[Datum], transform, workers: int = 0,
+                 sizes: Sequence[tuple[int, int]] | None = None):
         self.items = list(items)
         self.transform = transform
-        sizes = []
-        for d in self.items:
-            with Image.open(d.impath) as im:
-                sizes.append((im.size[1], im.size[0]))
+        sizes = list(sizes) if sizes is not None else header_sizes(self.items)  # (h, w), read once
         offsets = np.cumsum([0] + [3 * h * w for h, w in sizes])
         # One buffer in shared memory: DataLoader workers read it without a copy.
         self.pixels = torch.empty(int(offsets[-1]), dtype=torch.uint8).share_memory_()
@@ -96,9 +94,10 @@ class DecodedImages(Dataset):
         return image, self.items[index].label
 
 
-def fits(items: Sequence[Datum], budget_gib: float, what: str) -> bool:
-    """Whether decoding `items` stays within `budget_gib`; says so in one line when not."""
-    need = image_bytes(items)
+def fits(items: Sequence[Datum], budget_gib: float, what: str, sizes=None) -> bool:
+    """Whether decoding `items` (of header `sizes`, when known) stays within `budget_gib`; says
+    so in one line when not."""
+    need = sum(3 * h * w for h, w in (sizes if sizes is not None else header_sizes(items)))
     if need <= budget_gib * GIB:
         return True
     log.info("%s: %.1f GiB of decoded pixels exceed --image-cache-gb %.1f: decoding from the files instead",

@@ -34,7 +34,7 @@ from dataclasses import asdict, dataclass
 
 import torch
 
-from glad.provenance import machine_info  # noqa: F401  (re-exported for the benches)
+from glad.provenance import machine_info
 
 TRAIN_METHODS = ("lora", "lora-alignnet", "lora-sam", "lora-gradreg", "glad")
 # (numerator, denominator, bound): the ratios the project holds itself to (see benchmarks/README.md)

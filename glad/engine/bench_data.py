@@ -155,7 +155,7 @@ def model_rates(name: str, cfg: DataBenchConfig, device: torch.device) -> dict:
 
 
 def run_data_bench(cfg: DataBenchConfig, progress=None) -> dict:
-    from glad.engine.bench import machine_info
+    from glad.provenance import machine_info
 
     say = progress or (lambda message: None)
     device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else

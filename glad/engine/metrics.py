@@ -25,15 +25,25 @@ FIELDS = ("loss", "perturbed_loss", "ce", "kl", "grad_norm", "perturbed_grad_nor
 FILE_NAME = "metrics.jsonl"
 
 
+_NAN: dict[torch.device, torch.Tensor] = {}
+
+
+def _nan(device) -> torch.Tensor:
+    """One NaN per device, made once (not a host-to-device copy every step)."""
+    device = torch.device(device)
+    if device not in _NAN:
+        _NAN[device] = torch.tensor(math.nan, device=device)
+    return _NAN[device]
+
+
 def _value(x, device) -> torch.Tensor:
-    if isinstance(x, torch.Tensor):
-        return x.detach().float().reshape(()).to(device)
-    return torch.tensor(math.nan if x is None else float(x), device=device)
+    if x is None:
+        return _nan(device)
+    return x.detach().float().reshape(()).to(device)
 
 
 def step_row(info: dict, parts: dict, device) -> torch.Tensor:
     """The metrics of one GradReg step as a device tensor (FIELDS order, NaN where not measured)."""
-    nan = torch.tensor(math.nan, device=device)
     grad_norm = info.get("grad_norm")
     if grad_norm is None and info.get("norm_sq") is not None:
         grad_norm = info["norm_sq"].clamp_min(0).sqrt()
@@ -41,8 +51,8 @@ def step_row(info: dict, parts: dict, device) -> torch.Tensor:
         grad_norm = info.get("final_grad_norm")
     g, gp = _value(grad_norm, device), _value(info.get("perturbed_grad_norm"), device)
     dot = info.get("dot")
-    cos = nan if dot is None else _value(dot, device) / (g * gp).clamp_min(1e-30)
-    projected = nan if dot is None else (_value(dot, device) < 0).float()
+    cos = _nan(device) if dot is None else _value(dot, device) / (g * gp).clamp_min(1e-30)
+    projected = _nan(device) if dot is None else (_value(dot, device) < 0).float()
     return torch.stack([_value(info.get("loss"), device), _value(info.get("perturbed_loss"), device),
                         _value(parts.get("ce"), device), _value(parts.get("kl"), device), g, gp, cos, projected])
 

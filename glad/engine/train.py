@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 
 from glad.config import Method, TrainConfig, default_workers
 from glad.data import ImageDataset, format_prompt
-from glad.data.decoded import DecodedImages, fits
+from glad.data.decoded import DecodedImages, fits, header_sizes
 from glad.engine.checkpoint import Checkpointer, rng_state, set_rng_state
 from glad.engine.metrics import StepMetrics, step_row, summarize
 from glad.engine.runtime import Runtime
@@ -112,8 +112,9 @@ def make_train_loader(items, transform, cfg: TrainConfig, seed: int, runtime: Ru
     """The job's loader: its images decoded once when they fit `cfg.image_cache_gb` (each epoch
     only crops, flips and normalises), workers kept alive across epochs."""
     sampler = GlobalBatchSampler(len(items), cfg.batch_size, seed, runtime.rank, runtime.world_size)
-    if cfg.image_cache_gb > 0 and fits(items, cfg.image_cache_gb, "training images"):
-        images = DecodedImages(items, transform, workers=workers)
+    sizes = header_sizes(items) if cfg.image_cache_gb > 0 else None  # read once, used twice
+    if sizes is not None and fits(items, cfg.image_cache_gb, "training images", sizes):
+        images = DecodedImages(items, transform, workers=workers, sizes=sizes)
     else:
         images = ImageDataset(items, transform)
     loader = DataLoader(SeededItems(images, seed), batch_sampler=sampler,
