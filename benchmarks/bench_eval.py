@@ -1,4 +1,4 @@
-"""`python benchmarks/bench_eval.py [OPTIONS]` is `glad bench eval [OPTIONS]` (see benchmarks/train.md)."""
+"""`python benchmarks/bench_eval.py [OPTIONS]` is `glad bench eval [OPTIONS]` (glad/bench/eval.py)."""
 
 import sys
 

@@ -1,4 +1,4 @@
-"""`python benchmarks/bench_train.py [OPTIONS]` is `glad bench train [OPTIONS]` (see benchmarks/train.md)."""
+"""`python benchmarks/bench_train.py [OPTIONS]` is `glad bench train [OPTIONS]` (glad/bench/train.py)."""
 
 import sys
 

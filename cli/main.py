@@ -1,6 +1,7 @@
 """`glad` command line: parses options, builds configs, calls glad.engine. No logic lives here."""
 
 import json
+import os
 import platform
 
 import click
@@ -11,6 +12,8 @@ import click
 @click.option("-v", "--verbose", is_flag=True, help="Also show other libraries' info lines (open_clip's model loading).")
 def cli(verbose):
     """GLAD: generalizable LoRA tuning of CLIP with regularized gradients."""
+    if not verbose:  # the profiler's start/stop and device-count lines (bench memory, -v shows them)
+        os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 
 
 @cli.command()
@@ -32,7 +35,6 @@ def info(as_json):
         click.echo(f"  {name:<10} {mark}  {entry['reason']}")
 
 
-from glad_cli import bench_workloads  # noqa: E402,F401  (registers `glad bench train/eval`)
 from glad_cli.bench import bench  # noqa: E402
 from glad_cli.train import evaluate_cmd, report, train  # noqa: E402
 from glad_cli.use import export, predict  # noqa: E402

@@ -11,18 +11,12 @@ from click.testing import CliRunner
 from engine_fixtures import TINY_MODEL, register_tiny_model
 from glad_cli.main import cli
 
-from glad.engine.bench import (
-    EVAL_VARIANTS,
-    SPLIT_PARTS,
-    TRAIN_METHODS,
-    Clock,
-    PartTimers,
-    TrainBenchConfig,
-    _patched,
-    format_train_table,
-    state_bytes,
-    transient_peak_bytes,
-)
+from glad.bench import train as train_bench
+from glad.bench.eval import VARIANTS as EVAL_VARIANTS
+from glad.bench.memory import state_bytes, transient_peak_bytes
+from glad.bench.timing import Clock, PartTimers, patched
+from glad.bench.train import METHODS as TRAIN_METHODS
+from glad.bench.train import SPLIT_PARTS
 
 
 @pytest.fixture(scope="module")
@@ -90,29 +84,23 @@ def test_train_split_puts_the_work_where_the_method_does_it(train_report):
         assert entry["text_forward"] > 0 and entry["backward"] > 0 and entry["optimizer"] > 0
 
 
-def test_train_targets_and_record(train_report):
-    targets = {t["ratio"]: t for t in train_report["targets"]}
-    assert set(targets) == {"glad/lora-alignnet", "lora-gradreg/lora"}
+def test_train_split_adds_up_to_the_instrumented_step(train_report):
+    for entry in train_report["methods"].values():
+        assert sum(entry["split_ms"].values()) == pytest.approx(entry["split_step_ms"], rel=1e-9)
+        assert sum(entry["split_grouped_ms"].values()) == pytest.approx(entry["split_step_ms"], rel=1e-9)
+
+
+def test_train_paired_ratios_and_record(train_report):
     m = train_report["methods"]
-    t = targets["lora-gradreg/lora"]
-    assert t["value"] == pytest.approx(m["lora-gradreg"]["median_ms"] / m["lora"]["median_ms"])
-    assert t["met"] == (t["value"] <= t["bound"])
     per_round = [a / b for a, b in zip(m["lora-gradreg"]["times_ms"], m["lora"]["times_ms"], strict=True)]
-    assert t["paired_value"] == pytest.approx(statistics.median(per_round))
-    # lora has no teacher pass, lora-gradreg has one: the ratio without it is shown too
-    assert t["value_without_teacher"] < t["value"]
-    assert "value_without_teacher" not in targets["glad/lora-alignnet"]
+    assert m["lora-gradreg"]["paired_ratio_to_lora"] == pytest.approx(statistics.median(per_round))
+    assert "targets" not in train_report
     assert train_report["config"]["model"] == TINY_MODEL and train_report["clock"] == "cpu"
+    assert "CPU time" in train_report["clock_description"] and "1 torch thread" in train_report["clock_description"]
     assert train_report["model_config"]["vision_cfg"]["image_size"] == train_report["image_size"]
     assert train_report["machine"]["cpu_count"] >= 1 and "torch" in train_report["machine"]
-    assert len(train_report["load"]["rounds"]) == 1 + 3 + 0  # warmup (memory) + timed rounds
-
-
-def test_train_table_lists_every_method(train_report):
-    table = format_train_table(train_report)
-    for name in TRAIN_METHODS:
-        assert f"\n{name} " in table
-    assert "glad/lora-alignnet" in table and "lora-gradreg/lora" in table
+    assert len(train_report["load"]["rounds"]) == 1 + 3 + 0  # memory (the one warmup) + timed rounds
+    assert train_report["command"]
 
 
 def test_train_subset_of_methods_without_memory_or_split(tiny):
@@ -120,8 +108,8 @@ def test_train_subset_of_methods_without_memory_or_split(tiny):
                   "--warmup", "0", "--split-rounds", "0", "--no-memory", "--method", "lora-alignnet",
                   "--method", "glad", "--device", "cpu", "--quiet")
     assert res.exit_code == 0, res.output
-    assert "lora-alignnet" in res.output and "glad/lora-alignnet" in res.output
-    assert "lora-gradreg/lora" not in res.output  # only the targets whose methods ran
+    assert "lora-alignnet" in res.output and "\nglad " in res.output
+    assert "lora-gradreg" not in res.output and "split step" in res.output  # no split columns filled
 
 
 def test_eval_report(tiny):
@@ -135,10 +123,11 @@ def test_eval_report(tiny):
         assert len(entry["times_ms"]) == 3
         assert entry["images_per_s"] == pytest.approx(4 / (entry["median_batch_ms"] / 1e3))
         assert entry["text_ms_per_class"] > 0
-    targets = {t["ratio"]: t for t in report["targets"]}
-    t = targets["lora-merged/clip"]
-    assert t["value"] == pytest.approx(variants["lora-merged"]["images_per_s"] / variants["clip"]["images_per_s"])
-    assert "lora-merged+alignnet/clip+alignnet" in targets
+    assert variants["lora-merged"]["x_plain"] == pytest.approx(
+        variants["lora-merged"]["images_per_s"] / variants["clip"]["images_per_s"])
+    assert variants["lora-merged+alignnet"]["x_plain"] == pytest.approx(
+        variants["lora-merged+alignnet"]["images_per_s"] / variants["clip+alignnet"]["images_per_s"])
+    assert variants["clip"]["x_plain"] == 1.0 and "targets" not in report
 
 
 @pytest.mark.parametrize("args, message", [
@@ -154,9 +143,9 @@ def test_bad_input_is_a_clear_error(tiny, args, message):
 
 def test_bad_config_names_the_value():
     with pytest.raises(ValueError, match="zeroshot"):
-        TrainBenchConfig(methods=("zeroshot",)).validate()
+        train_bench.Config(methods=("zeroshot",)).validate()
     with pytest.raises(ValueError, match="clock"):
-        TrainBenchConfig(clock="sundial").validate()
+        train_bench.Config(clock="sundial").validate()
 
 
 class _FakeClock(Clock):
@@ -196,10 +185,10 @@ def test_patched_restores_instance_and_class_attributes():
             return "class"
 
     thing = Thing()
-    with _patched([(thing, "f", lambda: "instance"), (Thing, "g", 1)]):
+    with patched([(thing, "f", lambda: "instance"), (Thing, "g", 1)]):
         assert thing.f() == "instance" and Thing.g == 1
     assert thing.f() == "class" and not hasattr(Thing, "g") and "f" not in vars(thing)
-    with pytest.raises(RuntimeError), _patched([(Thing, "f", lambda self: "patched")]):
+    with pytest.raises(RuntimeError), patched([(Thing, "f", lambda self: "patched")]):
         raise RuntimeError
     assert thing.f() == "class"
 

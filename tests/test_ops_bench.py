@@ -7,7 +7,8 @@ import pytest
 from click.testing import CliRunner
 from glad_cli.main import cli
 
-from glad.ops.bench import adapter_shapes, format_table, run_ops_bench, shapes_for, write_json
+from glad.bench.ops import Config, adapter_shapes, run, shapes_for, table
+from glad.bench.report import write
 
 
 def test_adapter_size_is_glads_vit_b16_adapter():
@@ -25,7 +26,7 @@ def test_scaled_sizes_keep_150_tensors_and_the_exact_count():
 
 
 def test_report_rows_and_ratios(tmp_path):
-    report = run_ops_bench(sizes=["3000"], backends=["reference"], repeat=1, warmup=0)
+    report = run(Config(sizes=("3000",), backends=("reference",), repeat=3, warmup=0))
     rows = {(r["op"], r["provider"]): r for r in report["results"]}
     assert set(rows) == {("copy", "copy")} | {(op, p) for op in ("project", "perturb", "restore")
                                               for p in ("reference", "naive")}
@@ -34,17 +35,31 @@ def test_report_rows_and_ratios(tmp_path):
     project = rows[("project", "reference")]
     assert project["min_bytes"] == 5 * 3000 * 4 and project["speedup_vs_reference"] == 1.0
     assert project["gbps"] == pytest.approx(project["min_bytes"] / project["time_ms"] / 1e6, rel=1e-2)
-    assert "| project | 3000 |" in format_table(report)
+    text = table(report)
+    assert "| project | 3000 |" in text and "clock: wall time" in text
     path = tmp_path / "out" / "r.json"
-    write_json(report, str(path))
+    write(report, str(path))
     assert json.loads(path.read_text())["config"]["sizes"] == ["3000"]
+
+
+def test_a_faster_row_never_shows_a_smaller_ratio():
+    # Both ratios come from the best times shown: ordering rows by time orders their ratios.
+    report = run(Config(sizes=("adapter",), backends=("reference",), repeat=3, warmup=0))
+    for op in ("project", "perturb", "restore"):
+        rows = sorted((r for r in report["results"] if r["op"] == op), key=lambda r: r["time_ms"])
+        fractions = [r["copy_fraction"] for r in rows]
+        speedups = [r["speedup_vs_reference"] for r in rows]
+        assert fractions == sorted(fractions, reverse=True) and speedups == sorted(speedups, reverse=True)
+        copy = next(r for r in report["results"] if r["op"] == "copy")
+        for r in rows:  # of copy = GB/s over the best copy's GB/s
+            assert r["copy_fraction"] == pytest.approx(r["gbps"] / copy["gbps"], rel=5e-3)  # 3 and 4 digits kept
 
 
 def test_cli_prints_json_and_rejects_bad_sizes():
     runner = CliRunner()
     result = runner.invoke(cli, ["bench", "ops", "--sizes", "2k", "--repeat", "1", "--warmup", "0", "--json"])
     assert result.exit_code == 0, result.output
-    report = json.loads(result.output)
+    report = json.loads(result.stdout)  # progress lines go to stderr
     assert {r["provider"] for r in report["results"]} >= {"reference", "naive", "copy"}
     bad = runner.invoke(cli, ["bench", "ops", "--sizes", "huge"])
     assert bad.exit_code != 0 and "value count" in bad.output

@@ -328,10 +328,10 @@ def load_clip(model: str = "ViT-B-16", pretrained: str | None = "openai", cache_
     return clip.eval(), pre_train, pre_val, tokenizer
 
 
-def load_base_clip(*args, **kwargs):
-    """`load_clip` with the random initialisation seeded (torch seed 0, the caller's RNG state
-    untouched): with `pretrained=None` every process, rerun and `glad eval` builds the same
-    backbone, so an adapter trained on random weights is evaluated on those weights."""
+def load_base_clip(*args, seed: int = 0, **kwargs):
+    """`load_clip` with the random initialisation seeded (torch seed `seed`, the caller's RNG
+    state untouched): with `pretrained=None` every process, rerun and `glad eval` builds the
+    same backbone, so an adapter trained on random weights is evaluated on those weights."""
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
+        torch.manual_seed(seed)
         return load_clip(*args, **kwargs)

@@ -1,4 +1,4 @@
-"""`glad bench ops`: each backend against reference, a naive per-tensor loop, and a copy.
+"""`glad bench ops`: each glad.ops backend against reference, a naive per-tensor loop, and a copy.
 
 For every size and op, each available backend on the device is timed beside:
   * `reference`: the plain-torch backend (foreach ops), the fallback;
@@ -14,28 +14,46 @@ Minimal bytes moved per op (N values of s bytes):
 Effective GB/s = minimal bytes / best time. On a GPU each timing is `calls`
 back-to-back calls between two CUDA events (device time per call), with the host
 time of issuing them measured apart (`host_ms`: validation, dispatch, launches), and
-the kernel launches of one call counted by the profiler; on a CPU one call is timed.
-GPU sizes should be several times the L2 cache (H100/H200: 50-60 MB) to measure memory,
-not cache, bandwidth. Providers run interleaved, round after round, and each provider's ops run right after a copy of their own, so a
-busy machine slows both sides of every comparison alike: `copy_fraction` (op
-GB/s over that copy's GB/s) and `speedup_vs_reference` are medians over rounds
-of these paired ratios; times are the best round (as timeit recommends) and the
-median.
+the kernel launches of one call counted by the profiler; on a CPU one call is timed
+in wall time. GPU sizes should be several times the L2 cache (H100/H200: 50-60 MB) to
+measure memory, not cache, bandwidth.
+
+Providers run interleaved, round after round, each right after a copy of its own.
+The table's ratios come from the best times it shows: "of copy" is a row's GB/s over
+the best copy GB/s of that size, "vs reference" the reference's best time over the
+row's, so a faster row never shows a smaller ratio. The medians over rounds of the
+paired per-round ratios (blind to slow drifts of the machine) are in the JSON beside.
 """
 
 from __future__ import annotations
 
 import statistics
-import time
+from dataclasses import dataclass
 
 import torch
 
 import glad.ops as ops
+from glad.bench import report as reports
+from glad.bench.timing import device_seconds, kernel_launches, resolve_device
 from glad.ops._dispatch import _supports
-from glad.provenance import machine_info
 
 OPS = ("project", "perturb", "restore")
 BYTES_PER_VALUE = {"project": 5, "perturb": 5, "restore": 2, "copy": 2}
+DTYPES = ("float32", "float16", "bfloat16")
+
+
+@dataclass
+class Config:
+    """Settings of `glad bench ops` (CLI flags map one-to-one)."""
+
+    sizes: tuple[str, ...] | None = None  # default: adapter,16M,64M on a CPU; adapter,64M,256M on a GPU
+    dtype: str = "float32"
+    device: str | None = None
+    backends: tuple[str, ...] | None = None
+    repeat: int = 3
+    warmup: int = 1
+    threads: int | None = None
+    calls: int | None = None  # default 20 on a GPU, 1 on a CPU
 
 
 def adapter_shapes():
@@ -94,49 +112,6 @@ def naive_restore(params, backup):
 # ------------------------------------------------------------------ timing
 
 
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn, device, calls=1):
-    """(seconds per call on the device, seconds per call of host time issuing it; None on a CPU,
-    where the two are one)."""
-    if device.type != "cuda":
-        start = time.perf_counter()
-        for _ in range(calls):
-            fn()
-        return (time.perf_counter() - start) / calls, None
-    torch.cuda.synchronize(device)
-    begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    begin.record()
-    host = time.perf_counter()
-    for _ in range(calls):
-        fn()
-    host = (time.perf_counter() - host) / calls
-    end.record()
-    end.synchronize()
-    return begin.elapsed_time(end) / 1e3 / calls, host
-
-
-def _launches(fn, device):
-    """CUDA kernels one call launches (None off a GPU, or when the profiler cannot say)."""
-    if device.type != "cuda":
-        return None
-    try:
-        from torch.profiler import ProfilerActivity, profile
-
-        fn()  # warm: first-call allocations are not the op's
-        torch.cuda.synchronize(device)
-        with profile(activities=[ProfilerActivity.CUDA]) as prof:
-            fn()
-            torch.cuda.synchronize(device)
-        return sum(1 for e in prof.events() if getattr(e, "device_type", None) is not None
-                   and str(e.device_type).endswith("CUDA") and not e.name.startswith(("Memcpy", "Memset")))
-    except Exception:  # noqa: BLE001 - a count is a nicety, never a failure
-        return None
-
-
 def _bench_size(size, dtype, device, backends, repeat, warmup, calls):
     shapes = shapes_for(size)
     gen = torch.Generator(device="cpu").manual_seed(0)
@@ -180,47 +155,49 @@ def _bench_size(size, dtype, device, backends, repeat, warmup, calls):
     for round_ in range(warmup + repeat):
         record = round_ >= warmup
         for name in providers:
-            t_copy, _ = _timed(lambda: dst.copy_(src), device, calls)
+            t_copy, _ = device_seconds(lambda: dst.copy_(src), device, calls)
             if record:
                 copies[name].append(t_copy)
             for op in OPS:
                 if op == "restore":  # each restore needs the state of a perturb before it
                     fns[("perturb", name)]()
-                t_op, t_host = _timed(fns[(op, name)], device, 1 if op == "restore" else calls)
+                t_op, t_host = device_seconds(fns[(op, name)], device, 1 if op == "restore" else calls)
                 if record:
                     times[(op, name)].append(t_op)
                     hosts[(op, name)].append(t_host)
-    launches = {key: _launches(fn, device) for key, fn in fns.items()}
+    launches = {key: kernel_launches(fn, device) for key, fn in fns.items()}
     item = grads[0].element_size()
     copy_bytes = BYTES_PER_VALUE["copy"] * n * item
     all_copies = [t for ts in copies.values() for t in ts]
-    rows = [_row("copy", "copy", size, n, len(shapes), copy_bytes, all_copies, [1.0], None, None, None)]
+    copy_gbps = copy_bytes / min(all_copies)
+    rows = [_row("copy", "copy", size, n, len(shapes), copy_bytes, all_copies, copy_gbps, min(all_copies),
+                 [1.0], [1.0], None, None)]
     for (op, name), ts in times.items():
         nbytes = BYTES_PER_VALUE[op] * n * item
         # Ratios per round, between neighbours in time, so a busy moment slows both sides.
         fractions = [(nbytes / t) / (copy_bytes / c) for t, c in zip(ts, copies[name], strict=True)]
         ref = times[(op, "reference")]
         speedups = [r / t for r, t in zip(ref, ts, strict=True)]
-        rows.append(_row(op, name, size, n, len(shapes), nbytes, ts, fractions, speedups, hosts[(op, name)],
-                         launches[(op, name)]))
+        rows.append(_row(op, name, size, n, len(shapes), nbytes, ts, copy_gbps, min(ref), fractions, speedups,
+                         hosts[(op, name)], launches[(op, name)]))
     return rows
 
 
-def _row(op, name, size, n, tensors, nbytes, ts, fractions, speedups, host, launches):
+def _row(op, name, size, n, tensors, nbytes, ts, copy_gbps, ref_best, fractions, speedups, host, launches):
     best = min(ts)
+    sig = reports.sig
     return {
         "op": op, "size": size, "values": n, "tensors": tensors, "provider": name,
-        "time_ms": _sig(best * 1e3), "time_ms_median": _sig(statistics.median(ts) * 1e3),
-        "host_ms": None if not host or host[0] is None else _sig(min(host) * 1e3), "launches": launches,
-        "min_bytes": nbytes, "gbps": _sig(nbytes / best / 1e9),
-        "copy_fraction": _sig(statistics.median(fractions), 3),
-        "speedup_vs_reference": None if speedups is None else _sig(statistics.median(speedups), 3),
+        "time_ms": sig(best * 1e3), "time_ms_median": sig(statistics.median(ts) * 1e3),
+        "host_ms": None if not host or host[0] is None else sig(min(host) * 1e3), "launches": launches,
+        "min_bytes": nbytes, "gbps": sig(nbytes / best / 1e9),
+        # from the best times: monotonic in this row's time
+        "copy_fraction": sig(nbytes / best / copy_gbps, 3),
+        "speedup_vs_reference": None if op == "copy" else sig(ref_best / best, 3),
+        # medians over rounds of the paired ratios: a second estimate, blind to slow drifts
+        "copy_fraction_paired": sig(statistics.median(fractions), 3),
+        "speedup_vs_reference_paired": None if op == "copy" else sig(statistics.median(speedups), 3),
     }
-
-
-def _sig(x, digits=4):
-    """x rounded to `digits` significant digits (readable JSON at every size)."""
-    return float(f"{x:.{digits}g}")
 
 
 def default_backends(device):
@@ -231,57 +208,56 @@ def default_backends(device):
     return names
 
 
-def run_ops_bench(sizes=("adapter", "16M", "64M"), dtype=torch.float32, device=None, backends=None,
-                  repeat=3, warmup=1, threads=None, command=None, calls=None):
-    """Times every op for every size; returns a JSON-ready dict (`machine`, `config`, `results`).
-
-    `command` (the command line that ran it) is recorded in the report when given.
-    """
-    device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    if threads:
-        torch.set_num_threads(threads)
-    backends = list(backends) if backends else default_backends(device)
+def run(cfg: Config, progress=None, command: str | None = None) -> dict:
+    """Times every op for every size; returns the report (`results`: one row per op, size, provider)."""
+    say = progress or (lambda _msg: None)
+    device = resolve_device(cfg.device)
+    if cfg.dtype not in DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {cfg.dtype!r}")
+    if cfg.repeat < 1 or cfg.warmup < 0:
+        raise ValueError(f"repeat must be >= 1 and warmup >= 0, got {cfg.repeat} and {cfg.warmup}")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    sizes = list(cfg.sizes or (("adapter", "64M", "256M") if device.type == "cuda" else ("adapter", "16M", "64M")))
+    for size in sizes:
+        shapes_for(size)  # a bad size is an error before anything runs
+    backends = list(cfg.backends) if cfg.backends else default_backends(device)
     if "reference" not in backends:
         backends.insert(0, "reference")
     for b in backends:
         why = _supports(b, device)
         if why is not None:
             raise ValueError(f"backend {b!r} cannot run on {device}: {why}")
-    info = machine_info(device)
-    calls = calls or (20 if device.type == "cuda" else 1)
+    calls = cfg.calls or (20 if device.type == "cuda" else 1)
+    report = reports.start("ops", cfg, device, "cuda" if device.type == "cuda" else "wall", command)
+    report["config"].update(sizes=sizes, backends=backends, calls=calls, bytes_per_value=BYTES_PER_VALUE)
     results = []
     for size in sizes:
-        results += _bench_size(size, dtype, device, backends, repeat, warmup, calls)
-    config = {"sizes": list(sizes), "dtype": str(dtype).replace("torch.", ""), "backends": backends,
-              "repeat": repeat, "warmup": warmup, "bytes_per_value": BYTES_PER_VALUE, "calls": calls,
-              "time": "best of `repeat` interleaved rounds (median also given); per call, over `calls` "
-                      "back-to-back calls between CUDA events on a GPU (restore: one call after its perturb)",
-              "host": "host time per call of issuing the calls (validation, dispatch, launches)",
-              "ratios": "median over rounds of per-round ratios (copy paired with each provider)"}
-    report = {"machine": info, "config": config, "results": results}
-    if command:
-        report = {"command": command, **report}
-    return report
+        say(f"size {size}")
+        results += _bench_size(size, getattr(torch, cfg.dtype), device, backends, cfg.repeat, cfg.warmup, calls)
+    return reports.finish(report, results=results)
 
 
-def format_table(report):
+def table(report):
     """A Markdown table: one row per op, size and provider."""
-    head = ("| op | size | values | provider | time ms (best) | median | host ms | launches | GB/s (best) | "
-            "of copy* | vs reference* |\n|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|")
-    lines = [head]
+    cfg = report["config"]
+    gpu = cfg["calls"] > 1 or any(r.get("launches") is not None for r in report["results"])
+    title = (f"{cfg['dtype']}, best of {cfg['repeat']} interleaved rounds"
+             + (f", {cfg['calls']} back-to-back calls per timing" if cfg["calls"] > 1 else ""))
+    head = "| op | size | values | provider | ms (best) | ms (median) |"
+    rule = "|---|---|---:|---|---:|---:|"
+    if gpu:
+        head, rule = head + " host ms | launches |", rule + "---:|---:|"
+    lines = [*reports.header(report, title), head + " GB/s | of copy | vs reference |", rule + "---:|---:|---:|"]
     for r in report["results"]:
         speed = "" if r["speedup_vs_reference"] is None else f"{r['speedup_vs_reference']:.2f}x"
-        host = "" if r.get("host_ms") is None else f"{r['host_ms']:.3f}"
-        launches = "" if r.get("launches") is None else str(r["launches"])
-        lines.append(f"| {r['op']} | {r['size']} | {r['values']:,} | {r['provider']} | {r['time_ms']:.3f} | "
-                     f"{r['time_ms_median']:.3f} | {host} | {launches} | {r['gbps']:.2f} | "
-                     f"{r['copy_fraction']:.0%} | {speed} |")
-    lines.append("\n*median over rounds of the ratio to the copy / reference timed in the same round")
+        cells = f"| {r['op']} | {r['size']} | {r['values']:,} | {r['provider']} | {r['time_ms']:.3f} | " \
+                f"{r['time_ms_median']:.3f} |"
+        if gpu:
+            host = "" if r.get("host_ms") is None else f"{r['host_ms']:.3f}"
+            launches = "" if r.get("launches") is None else str(r["launches"])
+            cells += f" {host} | {launches} |"
+        lines.append(cells + f" {r['gbps']:.2f} | {r['copy_fraction']:.0%} | {speed} |")
+    lines.append("\nof copy: this row's GB/s over the best copy's at that size; vs reference: the reference's best "
+                 "time over this row's (both from the best times shown; paired per-round medians in the JSON)")
     return "\n".join(lines)
-
-
-def write_json(report, path):
-    """Writes the report atomically (temp file in the same folder, then rename)."""
-    from glad.io import atomic_write_json
-
-    atomic_write_json(path, report)

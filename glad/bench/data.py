@@ -15,15 +15,21 @@ from __future__ import annotations
 import os
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
+
+from glad.bench import backbone
+from glad.bench import report as reports
+from glad.bench.timing import resolve_device, sync
 
 SIZES = ((500, 375), (1024, 768))
 
 
 @dataclass
-class DataBenchConfig:
+class Config:
+    """Settings of `glad bench data` (CLI flags map one-to-one)."""
+
     sizes: tuple[tuple[int, int], ...] = SIZES
     images: int = 96           # per JPEG size (16 shots x 6 classes)
     classes: int = 6
@@ -80,7 +86,7 @@ def _drain(loader, epochs: int, sampler=None):
             pass
 
 
-def loader_rates(items, cfg: DataBenchConfig, workers: int) -> dict:
+def loader_rates(items, cfg: Config, workers: int) -> dict:
     from torch.utils.data import DataLoader
 
     from glad.config import TrainConfig
@@ -113,33 +119,25 @@ def loader_rates(items, cfg: DataBenchConfig, workers: int) -> dict:
     return {k: round(v, 1) if isinstance(v, float) and not k.endswith("_s") else v for k, v in out.items()}
 
 
-def model_rates(name: str, cfg: DataBenchConfig, device: torch.device) -> dict:
+def model_rates(name: str, cfg: Config, device: torch.device) -> dict:
     """GLAD training step and merged evaluation forward, images/s on `device`."""
     from glad.config import METHODS, TrainConfig
     from glad.engine.evaluate import merged_adapters
     from glad.engine.runtime import Runtime
     from glad.engine.train import make_optimizer, train_step
-    from glad.models import GladModel, LoraConfig
-    from glad.models.loading import load_base_clip
+    from glad.models import GladModel
 
-    clip, _, _, tokenizer = load_base_clip(name, None, device=device)
-    model = GladModel(clip, tokenizer, lora=LoraConfig(), use_alignnet=True, model_name=name).to(device)
-    size = clip.visual.image_size
-    size = size[0] if isinstance(size, (tuple, list)) else int(size)
-    images = torch.randn(cfg.model_batch, 3, size, size, device=device)
-    labels = torch.randint(0, cfg.classes, (cfg.model_batch,), device=device)
-    tokens = model.tokenize([f"a photo of a class {i}." for i in range(cfg.classes)]).to(device)
+    clip, tokenizer, size = backbone.load_backbone(name, None, device)
+    model = GladModel(clip, tokenizer, lora=backbone.lora_config(), use_alignnet=True, model_name=name).to(device)
+    model.train()
+    images, labels, classnames = backbone.random_batch(cfg.model_batch, cfg.classes, size, 0, device)
+    tokens = model.tokenize([backbone.TEMPLATE.format(c) for c in classnames]).to(device)
     runtime = Runtime(device=device)
-    params = model.trainable_parameters()
-    optimizer = make_optimizer(params, METHODS["glad"], TrainConfig(), model)
-
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+    optimizer = make_optimizer(model.trainable_parameters(), METHODS["glad"], TrainConfig(), model)
 
     def step():
         train_step(model, model, optimizer, images, labels, tokens, 1.0, runtime)
-        sync()
+        sync(device)
 
     step()  # warm
     train_rate = _rate(cfg.model_batch, step, cfg.rounds)
@@ -147,21 +145,20 @@ def model_rates(name: str, cfg: DataBenchConfig, device: torch.device) -> dict:
     with torch.no_grad(), merged_adapters(model):
         def forward():
             model.encode_image(images)
-            sync()
+            sync(device)
         forward()
         eval_rate = _rate(cfg.model_batch, forward, cfg.rounds)
     return {"model": name, "image_size": size, "batch": cfg.model_batch, "train_step": round(train_rate, 1),
             "eval_forward": round(eval_rate, 1)}
 
 
-def run_data_bench(cfg: DataBenchConfig, progress=None) -> dict:
-    from glad.provenance import machine_info
-
-    say = progress or (lambda message: None)
-    device = torch.device("cuda" if cfg.device == "auto" and torch.cuda.is_available() else
-                          ("cpu" if cfg.device == "auto" else cfg.device))
+def run(cfg: Config, progress=None, command: str | None = None) -> dict:
+    say = progress or (lambda _msg: None)
+    device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    report = reports.start("data", cfg, device, "wall", command)
+    report["config"]["unit"] = "images/s (best of rounds)"
     loaders = []
     with tempfile.TemporaryDirectory(dir=cfg.folder) as folder:
         for size in cfg.sizes:
@@ -173,12 +170,15 @@ def run_data_bench(cfg: DataBenchConfig, progress=None) -> dict:
     for name in cfg.models:
         say(f"model: {name} on {device}")
         models.append(model_rates(name, cfg, device))
-    return {"machine": machine_info(device), "config": {**asdict(cfg), "unit": "images/s (best of rounds)"},
-            "loaders": loaders, "models": models}
+    return reports.finish(report, loaders=loaders, models=models)
 
 
-def format_data_table(report: dict) -> str:
-    lines = ["| JPEG | workers | train, decode every epoch | train, decoded once | eval, streamed | "
+def table(report: dict) -> str:
+    cfg = report["config"]
+    title = (f"loaders' images/s beside the model's, best of {cfg['rounds']} rounds; loaders over "
+             f"{cfg['epochs']} epochs (train) or one pass (eval)")
+    lines = [*reports.header(report, title),
+             "| JPEG | workers | train, decode every epoch | train, decoded once | eval, streamed | "
              "eval, prepared | one-time decode (train / eval) |",
              "|---|---:|---:|---:|---:|---:|---:|"]
     for r in report["loaders"]:
@@ -188,7 +188,4 @@ def format_data_table(report: dict) -> str:
     lines += ["", "| model | image size | GLAD train step | merged eval forward |", "|---|---:|---:|---:|"]
     for m in report["models"]:
         lines.append(f"| {m['model']} | {m['image_size']} | {m['train_step']:.1f} | {m['eval_forward']:.1f} |")
-    lines.append(f"\nimages/s, best of {report['config']['rounds']} rounds; loaders in wall time over "
-                 f"{report['config']['epochs']} epochs (train) or one pass (eval); "
-                 f"{report['machine'].get('cpu', '')}")
     return "\n".join(lines)

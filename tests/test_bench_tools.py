@@ -1,0 +1,94 @@
+"""The smaller benchmarks (gradreg, alignnet, text, host) and the benchmarks/ entry points, on tiny
+sizes: each runs through the CLI, writes the report it prints, and its table states its clock."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from click.testing import CliRunner
+from engine_fixtures import TINY_MODEL, register_tiny_model
+from glad_cli.main import cli
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return register_tiny_model(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(autouse=True)
+def _keep_threads():
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _bench(tmp_path, *args):
+    out = tmp_path / "report.json"
+    res = CliRunner().invoke(cli, ["bench", *args, "--quiet", "--output", str(out)], catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    return json.loads(out.read_text()), res.output
+
+
+def test_gradreg_splits_the_step_into_closure_base_and_added(tiny, tmp_path):
+    report, table = _bench(tmp_path, "gradreg", "--quick", "--backends", "reference", "--model", TINY_MODEL)
+    entry = report["backends"]["reference"]
+    for workload in ("adapter", "model"):
+        for row in entry[workload]["modes"].values():
+            assert row["step_ms"] >= row["closure_ms"] > 0 and row["base_step_ms"] > 0
+            assert row["outside_ms"] == pytest.approx(row["added_ms"] + row["base_step_ms"])
+    assert entry["adapter"]["meta"] == {"tensors": 150, "values": 1_098_624}
+    assert entry["model"]["meta"]["model"] == TINY_MODEL
+    assert "clock: process CPU time" in table and "gradreg+flat" in table
+
+
+def test_alignnet_fused_agrees_with_naive_in_less_memory(tmp_path):
+    report, table = _bench(tmp_path, "alignnet", "--batch", "16", "--classes", "64", "--dim", "32", "--repeats",
+                           "1", "--budget", "1")
+    rows = report["rows"]
+    assert [(r["mode"], r["provider"]) for r in rows] == [("infer", "naive"), ("infer", "fused"),
+                                                           ("train", "naive"), ("train", "fused")]
+    for r in rows:
+        assert r["seconds"] > 0 and r["max_abs_diff_vs_naive"] < 1e-3
+    assert "clock: CPU time of the timing thread" in table and "fused, 1 MiB budget" in table
+
+
+def test_text_trim_changes_no_feature(tiny, tmp_path):
+    report, table = _bench(tmp_path, "text", "--classes", "3,7", "--repeats", "1", "--model", TINY_MODEL)
+    for r in report["rows"]:
+        assert r["tokens_trimmed"] < r["tokens_full"] and r["max_abs_diff"] < 1e-5
+        assert r["speedup"] == pytest.approx(r["full_s"] / r["trimmed_s"])
+    bad = CliRunner().invoke(cli, ["bench", "text", "--classes", "ten"])
+    assert bad.exit_code != 0 and "comma list of integers" in bad.output
+
+
+def test_host_times_every_call(tiny, tmp_path):
+    report, table = _bench(tmp_path, "host", "--model", TINY_MODEL, "--calls", "6", "--repeats", "1")
+    results = report["results"]
+    assert {"project_reference", "perturb_restore_reference", "teacher_switch_walking_the_model",
+            "teacher_switch_collected_once"} <= set(results)
+    assert all(v > 0 for v in results.values()) and report["unit"] == "us per call"
+    assert "clock: wall time" in table
+
+
+@pytest.mark.parametrize("name", ["ops", "train", "eval", "data", "gradreg", "alignnet", "text", "host", "world"])
+def test_every_benchmark_script_is_its_glad_bench_command(name):
+    script = os.path.join(ROOT, "benchmarks", f"bench_{name}.py")
+    res = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert f"Usage: glad bench {name}" in res.stdout and "--output" in res.stdout
+
+
+def test_benchmark_scripts_hold_no_logic():
+    # benchmarks/ holds entry points and results; the code lives in glad/bench/
+    for entry in sorted(os.listdir(os.path.join(ROOT, "benchmarks"))):
+        if entry.endswith(".py"):
+            with open(os.path.join(ROOT, "benchmarks", entry), encoding="utf-8") as f:
+                code = [line for line in f if line.strip() and not line.lstrip().startswith(("#", '"""'))]
+            assert len(code) <= 4, (entry, code)
