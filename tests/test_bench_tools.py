@@ -92,3 +92,24 @@ def test_benchmark_scripts_hold_no_logic():
             with open(os.path.join(ROOT, "benchmarks", entry), encoding="utf-8") as f:
                 code = [line for line in f if line.strip() and not line.lstrip().startswith(("#", '"""'))]
             assert len(code) <= 4, (entry, code)
+
+
+def test_data_rates_beside_the_models(tiny, tmp_path):
+    report, table = _bench(tmp_path, "data", "--images", "8", "--workers", "0", "--model", TINY_MODEL,
+                           "--model-batch", "2", "--rounds", "1")
+    assert [r["jpeg"] for r in report["loaders"]] == ["500x375", "1024x768"]
+    for r in report["loaders"]:
+        assert min(r["train_every_epoch"], r["train_decoded_once"], r["eval_streamed"], r["eval_prepared"]) > 0
+    assert report["models"][0]["model"] == TINY_MODEL and report["models"][0]["train_step"] > 0
+    assert "clock: wall time" in table and "| 1024x768 | 0 |" in table
+
+
+def test_world_zero_shot_against_chance(tmp_path, monkeypatch):
+    monkeypatch.setenv("GLAD_CACHE", str(tmp_path / "cache"))
+    report, table = _bench(tmp_path, "world", "--budget", "test")
+    rows = report["rows"]
+    assert {r["protocol"] for r in rows} == {"base-to-novel", "cross-dataset", "domain-generalization"}
+    for r in rows:
+        assert 0 <= r["accuracy"] <= 1 and r["chance"] == pytest.approx(1 / r["n_classes"])
+        assert r["x_chance"] == pytest.approx(r["accuracy"] / r["chance"])
+    assert report["pretrain"]["cached"] is False and "| base-to-novel |" in table

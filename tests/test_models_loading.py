@@ -230,3 +230,55 @@ def test_vitb16_openai_files_build_quick_gelu_everywhere(user_home, which):
     blocks = [*model.visual.transformer.resblocks, *model.transformer.resblocks]
     assert len(blocks) == 24 and all(type(b.mlp.gelu) is QuickGELU for b in blocks)
     assert not any(isinstance(m, torch.nn.GELU) for m in model.modules()) and uses_quick_gelu(model)
+
+
+def test_no_network_fails_in_seconds_and_says_why(tmp_path, monkeypatch, caplog):
+    # Without a network huggingface_hub retries each file with backoff (about a minute); glad
+    # asks once whether the hub can be reached and then reads the cache only, saying so.
+    import socket
+    import time
+
+    import huggingface_hub.constants as constants
+
+    import glad.models.loading as loading
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(loading, "_no_network", None)
+    asked = []
+
+    def no_route(address, timeout=None):
+        asked.append((address, timeout))
+        raise OSError(-2, "Name or service not known")
+
+    monkeypatch.setattr(socket, "create_connection", no_route)
+    start = time.perf_counter()
+    with caplog.at_level("WARNING", logger="glad"), pytest.raises(WeightsUnavailableError) as info:
+        load_clip("ViT-B-16", "openai", cache_dir=str(tmp_path), device="cpu")
+    assert time.perf_counter() - start < 20
+    assert asked == [(("huggingface.co", 443), loading._REACH_TIMEOUT_S)]
+    assert "offline mode: on (no network: huggingface.co:443 cannot be reached" in str(info.value)
+    assert [r.message for r in caplog.records if "no network" in r.message] == [
+        "no network (huggingface.co:443 cannot be reached (Name or service not known)): reading the local "
+        "cache only, as with --offline"]
+    assert offline_enabled()  # the rest of the process reads the cache only, as it was told
+
+
+def test_a_reachable_hub_is_left_to_download(monkeypatch):
+    import socket
+
+    import huggingface_hub.constants as constants
+
+    import glad.models.loading as loading
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+
+    class Open:
+        def close(self):
+            pass
+
+    monkeypatch.setattr(socket, "create_connection", lambda address, timeout=None: Open())
+    loading.offline_unless_reachable()
+    assert not offline_enabled()
+    assert loading.unreachable("http://mirror.example:8080/x") is None

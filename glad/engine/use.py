@@ -26,7 +26,12 @@ from glad.models import (
     load_adapter,
     read_adapter_config,
 )
-from glad.models.loading import load_base_clip, offline_enabled, set_offline
+from glad.models.loading import (
+    load_base_clip,
+    offline_enabled,
+    offline_unless_reachable,
+    set_offline,
+)
 
 HUB_PREFIX = "hf-hub:"
 ADAPTER_FILES = ["adapter_config.json", "adapter_model.safetensors"]
@@ -42,6 +47,7 @@ def resolve_adapter(adapter: str, cache_dir: str | None = None, offline: bool = 
         return adapter
     if offline:
         set_offline(True)
+    offline_unless_reachable()
     repo, _, revision = adapter[len(HUB_PREFIX):].partition("@")
     from huggingface_hub import snapshot_download
 

@@ -9,8 +9,10 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+import socket
 import sys
 import zipfile
+from urllib.parse import urlparse
 
 import torch
 
@@ -38,6 +40,46 @@ def set_offline(offline: bool = True) -> None:
         constants.HF_HUB_OFFLINE = True
 
 
+_REACH_TIMEOUT_S = 3.0
+_no_network: str | None = None  # why downloads were switched off in this process, if glad did it
+
+
+def unreachable(url: str | None = None, timeout: float = _REACH_TIMEOUT_S) -> str | None:
+    """Why `url`'s host (default: the Hugging Face hub's endpoint) cannot be reached, or None
+    when it can; answered within about `timeout` seconds."""
+    if url is None:
+        try:
+            from huggingface_hub import constants
+            url = constants.ENDPOINT
+        except ImportError:  # pragma: no cover - huggingface_hub comes with open_clip
+            url = "https://huggingface.co"
+    parsed = urlparse(url)
+    host, port = parsed.hostname, parsed.port or (80 if parsed.scheme == "http" else 443)
+    if not host:
+        return None
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        return f"{host}:{port} cannot be reached ({e.strerror or e})"
+    return None
+
+
+def offline_unless_reachable(url: str | None = None) -> None:
+    """Before a download: without a network, switch to the cache only, and say so once.
+
+    huggingface_hub retries every file with backoff when the network is down (about a
+    minute before a lookup fails); this asks once, in seconds. Cached files still load.
+    """
+    global _no_network
+    if offline_enabled():
+        return
+    why = unreachable(url)
+    if why is not None:
+        _no_network = why
+        log.warning("no network (%s): reading the local cache only, as with --offline", why)
+        set_offline(True)
+
+
 def offline_enabled() -> bool:
     constants = sys.modules.get("huggingface_hub.constants")
     if constants is not None and getattr(constants, "HF_HUB_OFFLINE", False):
@@ -56,7 +98,8 @@ def _hf_cache(cache_dir: str | None) -> str:
 
 
 def _unavailable(what: str, model: str, cache: str | None, cause: BaseException | None) -> WeightsUnavailableError:
-    state = ("on (HF_HUB_OFFLINE=1: nothing is downloaded)" if offline_enabled()
+    state = (f"on (no network: {_no_network})" if _no_network and offline_enabled()
+             else "on (HF_HUB_OFFLINE=1: nothing is downloaded)" if offline_enabled()
              else "off (a download was tried)")
     parts = [f"could not load {what} for model {model!r}"]
     if cache is not None:
@@ -204,6 +247,7 @@ def _download_tag(model: str, tag: str, cfg: dict, cache_dir: str | None) -> str
 
     use_hub = bool(cfg.get("hf_hub")) and has_hf_hub()
     cache = _hf_cache(cache_dir) if use_hub else (cache_dir or os.path.expanduser("~/.cache/clip"))
+    offline_unless_reachable(None if use_hub else cfg.get("url"))
     try:
         if not use_hub and offline_enabled():
             # open_clip would fetch the URL; offline, only an already cached file will do.
@@ -279,6 +323,7 @@ def load_clip(model: str = "ViT-B-16", pretrained: str | None = "openai", cache_
         pretrained = None
 
     if model.startswith("hf-hub:"):
+        offline_unless_reachable()
         try:
             clip, pre_train, pre_val = open_clip.create_model_and_transforms(
                 model, device=device, precision=precision, cache_dir=cache_dir, force_quick_gelu=bool(quick_gelu))
@@ -301,6 +346,7 @@ def load_clip(model: str = "ViT-B-16", pretrained: str | None = "openai", cache_
         checkpoint = pretrained
     elif pretrained.startswith("hf-hub:"):
         from open_clip.pretrained import download_pretrained_from_hf
+        offline_unless_reachable()
         try:
             checkpoint = download_pretrained_from_hf(pretrained[len("hf-hub:"):], cache_dir=cache_dir)
         except Exception as e:
