@@ -112,15 +112,12 @@ _model_options = _options(
               help="Instrumented steps per method for the time split (0: no split).")
 @click.option("--no-memory", is_flag=True, help="Skip the peak-memory measurement.")
 @_report_options
-def train_cmd(model, pretrained, rounds, warmup, device, precision, threads, clock, seed, batch_size, num_classes,
-              methods, split_rounds, no_memory, as_json, output, quiet):
+def train_cmd(pretrained, methods, no_memory, as_json, output, quiet, **settings):
     """Training step of every method side by side: median time, ratio to lora, memory, time split."""
     from glad.bench.train import Config
 
-    _run("train", Config(model=model, pretrained=_none(pretrained), batch_size=batch_size, num_classes=num_classes,
-                         rounds=rounds, warmup=warmup, split_rounds=split_rounds, methods=tuple(methods) or _METHODS,
-                         device=device, precision=precision, threads=threads, clock=clock, memory=not no_memory,
-                         seed=seed), as_json, output, quiet)
+    _run("train", Config(pretrained=_none(pretrained), methods=tuple(methods) or _METHODS, memory=not no_memory,
+                         **settings), as_json, output, quiet)
 
 
 @bench.command("eval")
@@ -132,15 +129,12 @@ def train_cmd(model, pretrained, rounds, warmup, device, precision, threads, clo
 @click.option("--text-classes", type=click.IntRange(0), default=32,
               help="Prompts whose encoding is timed (per-class text cost; 0: skip).")
 @_report_options
-def eval_cmd(model, pretrained, rounds, warmup, device, precision, threads, clock, seed, batch_size, num_classes,
-             variants, text_classes, as_json, output, quiet):
+def eval_cmd(pretrained, variants, as_json, output, quiet, **settings):
     """Evaluation images/s: merged LoRA vs plain CLIP, with and without AlignNet."""
     from glad.bench.eval import Config
 
-    _run("eval", Config(model=model, pretrained=_none(pretrained), batch_size=batch_size, num_classes=num_classes,
-                        rounds=rounds, warmup=warmup, variants=tuple(variants) or _VARIANTS,
-                        text_classes=text_classes, device=device, precision=precision, threads=threads,
-                        clock=clock, seed=seed), as_json, output, quiet)
+    _run("eval", Config(pretrained=_none(pretrained), variants=tuple(variants) or _VARIANTS, **settings), as_json,
+         output, quiet)
 
 
 @bench.command("data")

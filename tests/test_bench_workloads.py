@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import statistics
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -200,3 +203,16 @@ def test_memory_measures_count_what_they_should():
     assert state_bytes(lin) == 2 * 1010 * 4  # + gradients
     peak = transient_peak_bytes(lambda: torch.ones(1 << 20).add_(1), torch.device("cpu"))
     assert peak is None or peak >= 4 << 20  # the 4 MiB temporary, if this torch's profiler reports it
+
+
+def test_quiet_unless_verbose(tmp_path):
+    # the profiler that measures memory logs its start/stop and a device count from C++: not by default
+    args = [sys.executable, "-m", "glad", "bench", "train", "--batch-size", "2", "--num-classes", "2", "--rounds",
+            "1", "--warmup", "1", "--split-rounds", "0", "--device", "cpu", "--threads", "1", "--quiet"]
+    env = {**os.environ, "GLAD_CACHE": str(tmp_path)}
+    env.pop("KINETO_LOG_LEVEL", None)
+    quiet = subprocess.run(args, capture_output=True, text=True, timeout=300, env=env)
+    assert quiet.returncode == 0, quiet.stderr
+    assert quiet.stderr == "" and len(quiet.stdout.strip().splitlines()) == 4 + 2 + 5  # header, columns, methods
+    loud = subprocess.run(args[:3] + ["-v"] + args[3:], capture_output=True, text=True, timeout=300, env=env)
+    assert loud.returncode == 0 and "profiler_start" in loud.stderr

@@ -299,3 +299,22 @@ def test_template_round_trip(tiny, data_root, tmp_path):
                                    "--data-root", str(data_root), "--workers", "0", "--device", "cpu", "--json",
                                    "--template", "{} texture."])
     assert json.loads(res.output)[0]["template"] == "{} texture."
+
+
+def test_every_option_of_every_command_explains_itself():
+    import click
+
+    missing = []
+
+    def walk(command, path):
+        for param in command.params:
+            if isinstance(param, click.Option) and not (param.help or "").strip():
+                missing.append((" ".join(path), param.opts))
+        for name, sub in getattr(command, "commands", {}).items():
+            walk(sub, [*path, name])
+
+    walk(cli, ["glad"])
+    assert missing == []
+    text = " ".join(CliRunner().invoke(cli, ["train", "--help"], terminal_width=200).output.split())
+    assert "imagefolder:PATH" in text and "PATH.csv" in text and "PATH.json" in text
+    assert "runs the built-in offline demo instead, with its own settings" in text

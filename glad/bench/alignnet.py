@@ -126,10 +126,9 @@ def run(cfg: Config, progress=None, command: str | None = None) -> dict:
 def table(report: dict) -> str:
     cfg = report["config"]
     title = f"logits of {cfg['batch']} images x {cfg['classes']} classes, D = {cfg['dim']}, median of {cfg['repeats']}"
-    lines = reports.header(report, title)
     head = (f"{'mode':<6} {'provider':<22} {'time s':>8} {'x naive':>8} {'peak MiB':>9} {'x less':>7} "
             f"{'max abs diff':>13}")
-    lines += [head, "-" * len(head)]
+    lines = reports.header(report, title, head)
     for r in report["rows"]:
         name = "naive" if r["budget_mib"] is None else f"fused, {r['budget_mib']} MiB budget"
         diff = "-" if r["provider"] == "naive" else f"{r['max_abs_diff_vs_naive']:.1e}"

@@ -4,6 +4,7 @@ and one seeded batch, built the way the engine builds them."""
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass
 
 import torch
 
@@ -13,9 +14,37 @@ from glad.bench.timing import Clock
 TEMPLATE = "a photo of a {}."
 
 
+@dataclass
+class ModelBenchConfig:
+    """The settings the train and eval benches share (CLI flags map one-to-one)."""
+
+    model: str = "glad-tiny"
+    pretrained: str | None = None
+    batch_size: int = 32
+    num_classes: int = 10
+    rounds: int = 10
+    warmup: int = 2
+    device: str = "auto"
+    precision: str = "auto"
+    threads: int | None = None
+    clock: str = "auto"  # auto | cpu | wall
+    seed: int = 0
+
+    def validate(self):
+        check_settings(self)
+        return self
+
+
+def check_names(what: str, names, known) -> None:
+    """`names` is a non-empty list drawn from `known`, or a ValueError that lists them."""
+    if not names or any(n not in known for n in names):
+        raise ValueError(f"{what} {list(names)!r}: expected a non-empty list of {', '.join(known)}")
+
+
 def check_settings(cfg) -> None:
     """The settings train and eval benches share, each with the value it got."""
-    checks = [(cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}"),
+    checks = [(cfg.num_classes >= 1, f"num_classes must be >= 1, got {cfg.num_classes}"),
+              (cfg.batch_size >= 1, f"batch_size must be >= 1, got {cfg.batch_size}"),
               (cfg.rounds >= 1, f"rounds must be >= 1, got {cfg.rounds}"),
               (cfg.warmup >= 0, f"warmup must be >= 0, got {cfg.warmup}"),
               (cfg.clock in ("auto", "cpu", "wall"), f"clock must be auto, cpu or wall, got {cfg.clock!r}"),

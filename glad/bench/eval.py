@@ -26,32 +26,19 @@ def plain_of(variant: str) -> str:
 
 
 @dataclass
-class Config:
+class Config(backbone.ModelBenchConfig):
     """Settings of `glad bench eval` (CLI flags map one-to-one)."""
 
-    model: str = "glad-tiny"
-    pretrained: str | None = None
     batch_size: int = 64
     num_classes: int = 1000
-    rounds: int = 10
-    warmup: int = 2
     variants: Sequence[str] = VARIANTS
     text_classes: int = 32  # classes whose prompt encoding is timed (per-class cost)
-    device: str = "auto"
-    precision: str = "auto"
-    threads: int | None = None
-    clock: str = "auto"
-    seed: int = 0
 
     def validate(self) -> Config:
-        unknown = [v for v in self.variants if v not in VARIANTS]
-        if unknown or not self.variants:
-            raise ValueError(f"variants {list(self.variants)!r}: expected a non-empty list of {', '.join(VARIANTS)}")
-        backbone.check_settings(self)
-        if self.num_classes < 1 or self.text_classes < 0:
-            raise ValueError(f"num_classes must be >= 1 and text_classes >= 0, got "
-                             f"{self.num_classes} and {self.text_classes}")
-        return self
+        backbone.check_names("variants", self.variants, VARIANTS)
+        if self.text_classes < 0:
+            raise ValueError(f"text_classes must be >= 0, got {self.text_classes}")
+        return super().validate()
 
 
 def run(cfg: Config, progress=None, command: str | None = None) -> dict:
@@ -128,9 +115,8 @@ def table(report: dict) -> str:
     cfg = report["config"]
     title = (f"{cfg['model']}, batch {cfg['batch_size']}, {cfg['num_classes']} classes, {report['image_size']} px, "
              f"median of {cfg['rounds']} interleaved rounds")
-    lines = reports.header(report, title)
     head = f"{'variant':<22} {'images/s':>10} {'x plain':>8} {'batch ms':>10} {'text ms/class':>14}"
-    lines += [head, "-" * len(head)]
+    lines = reports.header(report, title, head)
     for name, e in report["variants"].items():
         text = "-" if e["text_ms_per_class"] is None else f"{e['text_ms_per_class']:.2f}"
         ratio = "-" if e["x_plain"] is None else f"{e['x_plain']:.3f}"

@@ -187,10 +187,9 @@ def run(cfg: Config, progress=None, command: str | None = None) -> dict:
 def table(report: dict) -> str:
     cfg = report["config"]
     title = f"GradReg's cost outside the passes, median of {cfg['repeats']} x {cfg['inner']} steps"
-    lines = reports.header(report, title)
     head = (f"{'backend':<10} {'workload':<9} {'variant':<13} {'step ms':>9} {'= closure':>10} {'+ base step':>12} "
             f"{'+ added':>9} {'added % of model step':>22}")
-    lines += [head, "-" * len(head)]
+    lines = reports.header(report, title, head)
     for backend, entry in report["backends"].items():
         for workload in ("adapter", "model"):
             for variant, r in entry[workload]["modes"].items():

@@ -27,14 +27,15 @@ def finish(report: dict, **results) -> dict:
     return report
 
 
-def header(report: dict, title: str) -> list[str]:
-    """Two lines over every table: what ran, on which machine, under which clock and load."""
+def header(report: dict, title: str, columns: str | None = None) -> list[str]:
+    """The lines over every table: what ran, on which machine, under which clock and load; then
+    the plain-text table's `columns` and a rule under them, when given."""
     m = report["machine"]
     load = report.get("load", {})
     return [f"glad bench {report['bench']}: {title}",
             f"{m['cpu']} ({m['cpu_count']} CPUs, {m['torch_threads']} torch thread{'s' * (m['torch_threads'] != 1)}), device "
             f"{m.get('device_name', m['device'])}, load {load.get('before')} -> {load.get('after')}",
-            f"clock: {report['clock_description']}", ""]
+            f"clock: {report['clock_description']}", "", *([columns, "-" * len(columns)] if columns else [])]
 
 
 def write(report: dict, path: str) -> None:

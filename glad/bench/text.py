@@ -101,9 +101,8 @@ def table(report: dict) -> str:
     cfg = report["config"]
     title = (f"{cfg['model']} text tower (random weights), forward + backward, median of {cfg['repeats']} "
              f"interleaved runs, {cfg['chunk']} prompts per chunk")
-    lines = reports.header(report, title)
     head = f"{'classes':>7} {'tokens full':>12} {'trimmed':>8} {'full s':>9} {'trimmed s':>10} {'speedup':>8} {'max abs diff':>13}"
-    lines += [head, "-" * len(head)]
+    lines = reports.header(report, title, head)
     for r in report["rows"]:
         lines.append(f"{r['classes']:>7} {r['tokens_full']:>12} {r['tokens_trimmed']:>8} {r['full_s']:>9.3f} "
                      f"{r['trimmed_s']:>10.3f} {r['speedup']:>7.2f}x {r['max_abs_diff']:>13.1e}")

@@ -40,36 +40,18 @@ GROUPED_PARTS = ("passes", "teacher", "text_encoding", "ops", "optimizer", "othe
 
 
 @dataclass
-class Config:
+class Config(backbone.ModelBenchConfig):
     """Settings of `glad bench train` (CLI flags map one-to-one)."""
 
-    model: str = "glad-tiny"
-    pretrained: str | None = None
-    batch_size: int = 32
-    num_classes: int = 10
-    rounds: int = 10
-    warmup: int = 2
     split_rounds: int = 2
     methods: Sequence[str] = METHODS
-    device: str = "auto"
-    precision: str = "auto"
-    threads: int | None = None
-    clock: str = "auto"  # auto | cpu | wall
     memory: bool = True
-    seed: int = 0
 
     def validate(self) -> Config:
-        from glad.config import METHODS as ALL
-
-        unknown = [m for m in self.methods if m not in ALL or not ALL[m].train]
-        if unknown or not self.methods:
-            raise ValueError(f"methods {list(self.methods)!r}: expected a non-empty list of {', '.join(METHODS)}")
-        backbone.check_settings(self)
-        if self.num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {self.num_classes}")
+        backbone.check_names("methods", self.methods, METHODS)
         if self.split_rounds < 0:
             raise ValueError(f"split_rounds must be >= 0, got {self.split_rounds}")
-        return self
+        return super().validate()
 
 
 def run(cfg: Config, progress=None, command: str | None = None) -> dict:
@@ -190,10 +172,9 @@ def table(report: dict) -> str:
     cfg = report["config"]
     title = (f"{cfg['model']} (pretrained={cfg['pretrained']}), batch {cfg['batch_size']}, {cfg['num_classes']} "
              f"classes, {report['image_size']} px, median of {cfg['rounds']} interleaved rounds")
-    lines = reports.header(report, title)
     head = (f"{'method':<14} {'median ms':>10} {'x lora':>7} {'peak MB':>9} | {'split step':>10} = "
             + " + ".join(f"{p}" for p in GROUPED_PARTS))
-    lines += [head, "-" * len(head)]
+    lines = reports.header(report, title, head)
     for name, e in report["methods"].items():
         ratio = "-" if e["ratio_to_lora"] is None else f"{e['ratio_to_lora']:.2f}"
         peak = "-" if e.get("peak_mem_mb") is None else f"{e['peak_mem_mb']:.0f}"
