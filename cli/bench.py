@@ -2,6 +2,7 @@
 
 import importlib
 import json
+import os
 import shlex
 import sys
 
@@ -15,6 +16,11 @@ _VARIANTS = ("clip", "lora-merged", "clip+alignnet", "lora-merged+alignnet", "lo
 def bench():
     """Time glad's ops and workloads against references and the copy bandwidth; every table states
     its clock, machine and load. Each NAME is also benchmarks/bench_NAME.py."""
+    if not click.get_current_context().find_root().params.get("verbose"):
+        # the profiler that measures memory logs from C++ (its start and stop, a device count, a
+        # block allocated before it started); read when torch loads, which it has not yet
+        os.environ.setdefault("KINETO_LOG_LEVEL", "6")
+        os.environ.setdefault("TORCH_CPP_LOG_LEVEL", "ERROR")
 
 
 def _command() -> str:

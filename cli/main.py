@@ -1,7 +1,6 @@
 """`glad` command line: parses options, builds configs, calls glad.engine. No logic lives here."""
 
 import json
-import os
 import platform
 
 import click
@@ -12,8 +11,6 @@ import click
 @click.option("-v", "--verbose", is_flag=True, help="Also show other libraries' info lines (open_clip's model loading).")
 def cli(verbose):
     """GLAD: generalizable LoRA tuning of CLIP with regularized gradients."""
-    if not verbose:  # the profiler's start/stop and device-count lines (bench memory, -v shows them)
-        os.environ.setdefault("KINETO_LOG_LEVEL", "6")
 
 
 @cli.command()

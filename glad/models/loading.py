@@ -16,6 +16,8 @@ from urllib.parse import urlparse
 
 import torch
 
+from glad.quiet import no_random_init_warning
+
 log = logging.getLogger("glad")
 
 BUILTIN_TINY = "glad-tiny"
@@ -365,9 +367,10 @@ def load_clip(model: str = "ViT-B-16", pretrained: str | None = "openai", cache_
         quick_gelu = _decide_quick_gelu(name, pretrained, checkpoint, tag_cfg)
     # the tag's preprocessing (mean/std/interpolation/resize) as open_clip would apply it
     preprocess = {f"image_{k}": tag_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode") if k in tag_cfg}
-    clip, pre_train, pre_val = open_clip.create_model_and_transforms(
-        name, pretrained=None, precision=precision, device=device, force_quick_gelu=quick_gelu,
-        cache_dir=cache_dir, **preprocess)
+    with no_random_init_warning():  # the weights are loaded below, or random ones were asked for
+        clip, pre_train, pre_val = open_clip.create_model_and_transforms(
+            name, pretrained=None, precision=precision, device=device, force_quick_gelu=quick_gelu,
+            cache_dir=cache_dir, **preprocess)
     if checkpoint is not None:
         load_weights(clip, checkpoint)
     tokenizer = open_clip.get_tokenizer(name)

@@ -10,15 +10,14 @@ the pretraining code, so an edit to either makes the cache stale and it is rebui
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import os
 import sys
 from pathlib import Path
 
 import torch
 
+from glad.quiet import no_random_init_warning
 from glad.world.cache import (
     atomic_write_bytes,
     atomic_write_json,
@@ -105,25 +104,12 @@ def is_fresh(path: str | os.PathLike, cfg: PretrainConfig) -> bool:
     return meta is not None and {k: meta.get(k) for k in _metadata(cfg)} == _metadata(cfg)
 
 
-@contextlib.contextmanager
-def _quiet_open_clip():
-    """Hide open_clip's "initialized randomly" warning: weights are loaded right after."""
-    logger = logging.getLogger()
-    quiet = logging.Filter()
-    quiet.filter = lambda record: "No pretrained weights loaded" not in record.getMessage()
-    logger.addFilter(quiet)
-    try:
-        yield
-    finally:
-        logger.removeFilter(quiet)
-
-
 def create_model(device=None):
     """A randomly initialised glad-tiny open_clip model (eval mode) and its tokenizer."""
     import open_clip
 
     register_model_config()
-    with torch.random.fork_rng(devices=[]), _quiet_open_clip():  # fixed init; caller's RNG untouched
+    with torch.random.fork_rng(devices=[]), no_random_init_warning():  # fixed init; caller's RNG untouched
         torch.manual_seed(0)
         model = open_clip.create_model(MODEL_NAME, pretrained=None, device=device or "cpu")
     return model.eval(), open_clip.get_tokenizer(MODEL_NAME)
