@@ -10,13 +10,16 @@ from glad.models.alignnet import AlignNet, cosine_logits, naive_alignnet_logits
 from glad.models.glad_model import GladModel, clip_embed_dim, tokens_key
 from glad.models.inject import (
     adapters_disabled,
-    encoder_blocks,
+    attention_sites,
+    encoder_tower,
     inject_lora,
     is_merged,
     lora_config,
     lora_named_parameters,
     lora_parameters,
+    lora_sites,
     merge_lora,
+    plan_lora,
     unmerge_lora,
 )
 from glad.models.loading import (
@@ -42,7 +45,8 @@ __all__ = [
     "adapters_disabled",
     "clip_embed_dim",
     "cosine_logits",
-    "encoder_blocks",
+    "attention_sites",
+    "encoder_tower",
     "glad_loss",
     "inject_lora",
     "is_merged",
@@ -53,6 +57,8 @@ __all__ = [
     "uses_quick_gelu",
     "lora_named_parameters",
     "lora_parameters",
+    "lora_sites",
+    "plan_lora",
     "merge_lora",
     "naive_alignnet_logits",
     "read_adapter_config",

@@ -16,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from glad.models.lora import LoraAdapter, LoraConfig, LoraLinear, fold_into
+from glad.models.lora import LoraAdapter, LoraConfig, LoraLinear, SlicedAdapters
 
 
 def _additive_mask(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor | None:
@@ -28,45 +28,65 @@ def _additive_mask(mask: torch.Tensor | None, dtype: torch.dtype) -> torch.Tenso
     return mask.to(dtype)
 
 
-class _LoraQKVBase(nn.Module):
-    """Holds the packed q/k/v weight, the per-projection adapters and the output projection."""
+class _LoraQKVBase(SlicedAdapters):
+    """Holds the q/k/v weights (packed ``in_proj_weight``, or three separate ones when keys
+    and values have another width), the per-projection adapters and the output projection."""
 
-    def __init__(self, in_proj_weight: nn.Parameter, in_proj_bias: nn.Parameter | None,
-                 out_proj: nn.Linear, num_heads: int, config: LoraConfig):
+    def __init__(self, in_proj_weight: nn.Parameter | None, in_proj_bias: nn.Parameter | None,
+                 out_proj: nn.Linear, num_heads: int, config: LoraConfig,
+                 separate: tuple[nn.Parameter, nn.Parameter, nn.Parameter] | None = None):
         super().__init__()
-        dim = in_proj_weight.shape[1]
-        if in_proj_weight.shape[0] != 3 * dim or dim % num_heads:
-            raise ValueError(f"expected a packed [3*D, D] q/k/v weight with D divisible by {num_heads} heads, "
-                             f"got shape {tuple(in_proj_weight.shape)}")
+        if separate is None:
+            dim = in_proj_weight.shape[1]
+            if in_proj_weight.shape[0] != 3 * dim or dim % num_heads:
+                raise ValueError(f"expected a packed [3*D, D] q/k/v weight with D divisible by {num_heads} heads, "
+                                 f"got shape {tuple(in_proj_weight.shape)}")
+            in_dims = (dim, dim, dim)
+            self.in_proj_weight = in_proj_weight
+        else:
+            dim = separate[0].shape[0]
+            in_dims = tuple(w.shape[1] for w in separate)
+            self.in_proj_weight = None
+            self.q_proj_weight, self.k_proj_weight, self.v_proj_weight = separate
+        if dim % num_heads:
+            raise ValueError(f"attention width {dim} is not divisible by {num_heads} heads")
         self.embed_dim, self.num_heads, self.head_dim = dim, num_heads, dim // num_heads
-        self.in_proj_weight = in_proj_weight
         self.in_proj_bias = in_proj_bias
-        kw = dict(device=in_proj_weight.device, dtype=in_proj_weight.dtype)
+        ref = in_proj_weight if separate is None else separate[0]
+        kw = dict(device=ref.device, dtype=ref.dtype)
 
-        def adapter(name):
+        def adapter(name, in_dim):
             if name not in config.targets:
                 return None
-            return LoraAdapter(dim, dim, config.r, config.scaling, config.dropout, **kw)
+            return LoraAdapter(in_dim, dim, config.r, config.scaling, config.dropout, **kw)
 
-        self.q_proj, self.k_proj, self.v_proj = adapter("q"), adapter("k"), adapter("v")
+        self.q_proj, self.k_proj, self.v_proj = (adapter(n, d) for n, d in zip("qkv", in_dims, strict=True))
         self.out_proj = (LoraLinear(out_proj, config.r, config.scaling, config.dropout)
                          if "out" in config.targets else out_proj)
 
-    def _qkv_adapters(self):
+    def _rows(self) -> list[slice]:
         d = self.embed_dim
-        return [(self.q_proj, slice(0, d)), (self.k_proj, slice(d, 2 * d)), (self.v_proj, slice(2 * d, 3 * d))]
+        return [slice(0, d), slice(d, 2 * d), slice(2 * d, 3 * d)]
+
+    def _weights(self) -> list[torch.Tensor]:
+        if self.in_proj_weight is None:
+            return [self.q_proj_weight, self.k_proj_weight, self.v_proj_weight]
+        return [self.in_proj_weight[rows] for rows in self._rows()]
+
+    def sliced_adapters(self):
+        return list(zip((self.q_proj, self.k_proj, self.v_proj), self._weights(), strict=True))
 
     def _project(self, query, key, value, self_attention: bool):
-        if self_attention:
+        b = self.in_proj_bias
+        if self_attention and self.in_proj_weight is not None:
             # One packed GEMM, exactly as the original module does it.
-            q, k, v = F.linear(query, self.in_proj_weight, self.in_proj_bias).chunk(3, dim=-1)
+            q, k, v = F.linear(query, self.in_proj_weight, b).chunk(3, dim=-1)
         else:
-            w, b = self.in_proj_weight, self.in_proj_bias
-            q, k, v = (F.linear(x, w[rows], None if b is None else b[rows])
-                       for x, (_, rows) in zip((query, key, value), self._qkv_adapters(), strict=True))
+            q, k, v = (F.linear(x, w, None if b is None else b[rows])
+                       for x, w, rows in zip((query, key, value), self._weights(), self._rows(), strict=True))
         inputs = (query, key, value)
         out = [q, k, v]
-        for i, (adapter, _) in enumerate(self._qkv_adapters()):
+        for i, adapter in enumerate((self.q_proj, self.k_proj, self.v_proj)):
             if adapter is not None and adapter.active:
                 out[i] = out[i] + adapter.delta(inputs[i])
         return out
@@ -75,37 +95,21 @@ class _LoraQKVBase(nn.Module):
         n, length, _ = x.shape
         return x.view(n, length, self.num_heads, self.head_dim).transpose(1, 2)
 
-    # merge_lora / unmerge_lora call these; out_proj (a LoraLinear) merges itself.
-    @torch.no_grad()
-    def merge_qkv(self) -> None:
-        todo = [(a, rows) for a, rows in self._qkv_adapters() if a is not None and not a.merged]
-        fold_into(self.in_proj_weight, todo, +1.0)
-        for a, _ in todo:
-            a.merged = True
-
-    @torch.no_grad()
-    def unmerge_qkv(self) -> None:
-        todo = [(a, rows) for a, rows in self._qkv_adapters() if a is not None and a.merged]
-        fold_into(self.in_proj_weight, todo, -1.0)
-        for a, _ in todo:
-            a.merged = False
-
 
 class LoraMultiheadAttention(_LoraQKVBase):
     """Drop-in for ``nn.MultiheadAttention`` (same call signature and outputs), with LoRA.
 
     Supports batch_first True or False, 2-D ``[L, S]`` or 3-D ``[N*heads, L, S]`` masks
-    (bool or additive), ``key_padding_mask`` and ``need_weights``.
+    (bool or additive), ``key_padding_mask``, ``need_weights``, and keys/values of another
+    width than the queries (separate projection weights, as in CoCa's attentional pooler).
     """
 
     def __init__(self, mha: nn.MultiheadAttention, config: LoraConfig):
-        if not mha._qkv_same_embed_dim:
-            raise ValueError("LoRA attention needs a packed in_proj_weight (kdim == vdim == embed_dim); "
-                             f"this MultiheadAttention has kdim={mha.kdim}, vdim={mha.vdim}, embed_dim={mha.embed_dim}")
         if mha.bias_k is not None or mha.add_zero_attn:
             raise ValueError("LoRA attention does not support add_bias_kv / add_zero_attn "
                              "(no open_clip CLIP uses them)")
-        super().__init__(mha.in_proj_weight, mha.in_proj_bias, mha.out_proj, mha.num_heads, config)
+        separate = None if mha._qkv_same_embed_dim else (mha.q_proj_weight, mha.k_proj_weight, mha.v_proj_weight)
+        super().__init__(mha.in_proj_weight, mha.in_proj_bias, mha.out_proj, mha.num_heads, config, separate)
         self.batch_first = mha.batch_first
         self.dropout = mha.dropout
 
@@ -188,6 +192,44 @@ class LoraAttention(_LoraQKVBase):
             x = x * self.head_scale
         x = self.ln_inner(x.transpose(1, 2).reshape(n, length, dim))
         return self.out_drop(self.out_proj(x))
+
+
+class LoraAttentionPool2d(nn.Module):
+    """Drop-in for open_clip's ResNet attention pool (``AttentionPool2d``), with LoRA.
+
+    That module reads its projections' weights rather than calling them, so the adapters act
+    in weight space here (``W + scaling * B A``, an exact zero while B = 0): one pooling
+    query over 50 tokens, where the extra [D, D] products cost nothing that matters.
+    """
+
+    def __init__(self, pool: nn.Module, config: LoraConfig):
+        super().__init__()
+        if config.dropout > 0:
+            raise ValueError("LoRA dropout cannot act on a ResNet attention pool (its adapters work on the "
+                             "weights); set --lora-dropout 0 for this model")
+        self.positional_embedding = pool.positional_embedding
+        self.num_heads = pool.num_heads
+        for target, name in (("q", "q_proj"), ("k", "k_proj"), ("v", "v_proj"), ("out", "c_proj")):
+            linear = getattr(pool, name)
+            setattr(self, name, LoraLinear(linear, config.r, config.scaling) if target in config.targets else linear)
+
+    @staticmethod
+    def _weight(linear: nn.Linear) -> torch.Tensor:
+        return linear.effective_weight() if isinstance(linear, LoraLinear) else linear.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.reshape(x.shape[0], x.shape[1], x.shape[2] * x.shape[3]).permute(2, 0, 1)  # NCHW -> (HW)NC
+        x = torch.cat([x.mean(dim=0, keepdim=True), x], dim=0)
+        x = x + self.positional_embedding[:, None, :].to(x.dtype)
+        x, _ = F.multi_head_attention_forward(
+            query=x, key=x, value=x, embed_dim_to_check=x.shape[-1], num_heads=self.num_heads,
+            q_proj_weight=self._weight(self.q_proj), k_proj_weight=self._weight(self.k_proj),
+            v_proj_weight=self._weight(self.v_proj), in_proj_weight=None,
+            in_proj_bias=torch.cat([self.q_proj.bias, self.k_proj.bias, self.v_proj.bias]),
+            bias_k=None, bias_v=None, add_zero_attn=False, dropout_p=0.0,
+            out_proj_weight=self._weight(self.c_proj), out_proj_bias=self.c_proj.bias,
+            use_separate_proj_weight=True, training=self.training, need_weights=False)
+        return x[0]
 
 
 def lora_attention_from(attn: nn.Module, config: LoraConfig) -> nn.Module:

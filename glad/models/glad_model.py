@@ -35,17 +35,26 @@ _CACHE_SIZE = 8  # class sets kept (e.g. base, novel, and a few cross-dataset ta
 
 
 def clip_embed_dim(clip: nn.Module) -> int:
-    """The joint embedding size D of an open_clip model."""
-    visual_dim = getattr(getattr(clip, "visual", None), "output_dim", None)
-    if isinstance(visual_dim, int):
-        return visual_dim
+    """The joint embedding size D of an open_clip model (any tower family)."""
+    for tower in (getattr(clip, "visual", None), getattr(clip, "text", None)):
+        dim = getattr(tower, "output_dim", None)
+        if isinstance(dim, int) and dim > 0:
+            return dim
     proj = getattr(clip, "text_projection", None)
     if isinstance(proj, torch.Tensor):
         return int(proj.shape[1])
     if isinstance(proj, nn.Linear):
         return proj.out_features
-    raise ValueError(f"cannot tell the embedding size of {type(clip).__name__}: no visual.output_dim "
-                     "or text_projection; pass an open_clip CLIP / CustomTextCLIP")
+    raise ValueError(f"cannot tell the embedding size of {type(clip).__name__}: no tower has an output_dim "
+                     "and there is no text_projection; pass an open_clip CLIP / CustomTextCLIP")
+
+
+def freeze_norm_statistics(module: nn.Module) -> None:
+    """Put every frozen normalisation layer that keeps running statistics (BatchNorm in
+    ResNet, ConvNeXt and FastViT towers) in eval mode, so training never moves them."""
+    for m in module.modules():
+        if isinstance(m, nn.modules.batchnorm._NormBase) and not any(p.requires_grad for p in m.parameters()):
+            m.eval()
 
 
 def tokens_key(tokens: torch.Tensor) -> str:
@@ -82,15 +91,15 @@ class GladModel(nn.Module):
         self.clip = clip_model
         self.tokenizer = tokenizer
         existing = lora_config(clip_model)
-        if lora is not None and existing is None:
-            inject_lora(clip_model, lora)
-        elif lora is not None and existing != lora:
+        if lora is not None and existing is not None and existing != lora:
             raise ValueError(f"the CLIP model already carries LoRA {existing}, which differs from the requested "
                              f"{lora}; pass lora=None to keep the existing adapters or load a fresh model")
+        self.embed_dim = clip_embed_dim(clip_model)  # before any change: a refusal leaves the model as it was
+        if lora is not None and existing is None:
+            inject_lora(clip_model, lora)
         self.lora_config: LoraConfig | None = lora_config(clip_model)
         for name, p in clip_model.named_parameters():
             p.requires_grad_(name.endswith(("lora_A.weight", "lora_B.weight")))
-        self.embed_dim = clip_embed_dim(clip_model)
         device = next(clip_model.parameters()).device
         # AlignNet stays in float32 whatever the backbone precision: it is tiny and its
         # logits feed the loss directly.
@@ -106,6 +115,13 @@ class GladModel(nn.Module):
         self._zs_cache: OrderedDict[tuple, torch.Tensor] = OrderedDict()
         self._switchable: list[nn.Module] | None = None
         self._zs_memo: dict[int, tuple] = {}  # id(tokens) -> (weakref, version, key): skips re-hashing
+
+    def train(self, mode: bool = True) -> GladModel:
+        """As `nn.Module.train`, but the frozen backbone's normalisation statistics stay fixed:
+        the tuned model and its zero-shot teacher both see the pretrained BatchNorm."""
+        super().train(mode)
+        freeze_norm_statistics(self.clip)
+        return self
 
     # ----------------------------------------------------------------- encoders
     @property

@@ -167,6 +167,14 @@ class LoraLinear(LoraAdapter):
             y = y + self.delta(x)
         return y
 
+    def effective_weight(self) -> torch.Tensor:
+        """The weight the layer applies, differentiable in the adapter: ``W + scaling * B A``
+        while active, else ``W`` itself. For modules that read their projections' weights
+        instead of calling them (a fresh adapter adds an exact zero)."""
+        if not self.active:
+            return self.weight
+        return self.weight + (self.lora_B.weight @ self.lora_A.weight).to(self.weight.dtype) * self.scaling
+
     @torch.no_grad()
     def merge(self) -> None:
         if not self.merged:
@@ -180,9 +188,64 @@ class LoraLinear(LoraAdapter):
             self.merged = False
 
 
-def fold_into(weight: torch.Tensor, adapters: Sequence[tuple[LoraAdapter | None, slice]], sign: float) -> None:
-    """Add (sign=+1) or remove (-1) each adapter's update on its row slice of a packed weight."""
-    with torch.no_grad():
-        for adapter, rows in adapters:
-            if adapter is not None:
-                _fold(weight[rows], adapter.delta_weight(), sign)
+class SlicedAdapters(nn.Module):
+    """A frozen weight whose rows are several projections (q/k/v packed), one adapter per
+    slice. Subclasses say where the slices are (`sliced_adapters`); merging is shared."""
+
+    def sliced_adapters(self) -> list[tuple[LoraAdapter | None, torch.Tensor]]:
+        """(adapter or None, the weight rows it updates) for each projection."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def merge_slices(self) -> None:
+        for adapter, rows in self.sliced_adapters():
+            if adapter is not None and not adapter.merged:
+                _fold(rows, adapter.delta_weight(), +1.0)
+                adapter.merged = True
+
+    @torch.no_grad()
+    def unmerge_slices(self) -> None:
+        for adapter, rows in self.sliced_adapters():
+            if adapter is not None and adapter.merged:
+                _fold(rows, adapter.delta_weight(), -1.0)
+                adapter.merged = False
+
+
+class LoraPackedLinear(SlicedAdapters):
+    """A frozen ``nn.Linear`` whose output rows are several projections (timm's fused ``qkv``,
+    a latent pool's ``kv``), with an adapter on each targeted slice.
+
+    Keeps the base parameter names ``weight``/``bias`` (state-dict keys unchanged). The
+    packed product runs as one GEMM exactly as before; adapters add to their slices only,
+    so with every B = 0 the output equals the original layer's bit for bit.
+    """
+
+    def __init__(self, base: nn.Linear, parts: Sequence[str], config: LoraConfig):
+        super().__init__()
+        n = len(parts)
+        if base.out_features % n:
+            raise ValueError(f"a packed projection of {base.out_features} rows cannot hold {n} equal parts")
+        self.in_features, self.out_features = base.in_features, base.out_features
+        self.weight, self.bias = base.weight, base.bias
+        size = base.out_features // n
+        self.parts = tuple(parts)
+        self.rows = tuple(slice(i * size, (i + 1) * size) for i in range(n))
+        kw = dict(device=base.weight.device, dtype=base.weight.dtype)
+        for part in parts:
+            adapter = (LoraAdapter(base.in_features, size, config.r, config.scaling, config.dropout, **kw)
+                       if part in config.targets else None)
+            setattr(self, f"{part}_proj", adapter)
+
+    def sliced_adapters(self):
+        return [(getattr(self, f"{p}_proj"), self.weight[rows]) for p, rows in zip(self.parts, self.rows, strict=True)]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.linear(x, self.weight, self.bias)
+        adapters = [getattr(self, f"{p}_proj") for p in self.parts]
+        if not any(a is not None and a.active for a in adapters):
+            return y
+        return torch.cat([y[..., rows] + a.delta(x) if a is not None and a.active else y[..., rows]
+                          for a, rows in zip(adapters, self.rows, strict=True)], dim=-1)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, parts={'/'.join(self.parts)}"
