@@ -8,9 +8,11 @@ import sys
 import click
 
 from glad.config import (
+    ENCODERS,
     EVAL_PRECISIONS,
     METHODS,
     PROTOCOLS,
+    TARGETS,
     TRAIN_PRECISIONS,
     ConfigError,
     TrainConfig,
@@ -25,6 +27,7 @@ _FIELD_OPTIONS = {
     "epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "wd": "--wd",
     "warmup_iters": "--warmup-iters", "grad_clip": "--grad-clip", "precision": "--precision",
     "lora_r": "--lora-r", "lora_alpha": "--lora-alpha", "lora_dropout": "--lora-dropout", "rslora": "--rslora",
+    "lora_encoders": "--lora-encoders", "lora_targets": "--lora-targets", "tokenizer": "--tokenizer",
     "rho": "--rho", "gradreg_alpha": "--gradreg-alpha", "delta": "--delta", "kl_weight": "--kl-weight",
     "workers": "--workers", "eval_batch_size": "--eval-batch-size", "device": "--device",
     "eval_precision": "--eval-precision", "image_cache_gb": "--image-cache-gb",
@@ -135,6 +138,9 @@ def _common(f):
         click.option("--pretrained", default="openai", help="open_clip tag, local weights file, hf-hub:..., or none."),
         click.option("--quick-gelu/--no-quick-gelu", "quick_gelu", default=None,
                      help="QuickGELU activations (OpenAI's weights use them). Default: decided from the weights."),
+        click.option("--tokenizer", default=None,
+                     help="A local tokenizer (a Hugging Face tokenizer folder or tokenizer.json) for models whose "
+                          "tokenizer would be downloaded (SigLIP, CLIPA, multilingual towers)."),
         click.option("--cache-dir", default=None, help="Where downloaded weights are cached."),
         click.option("--offline", is_flag=True, help="Never reach the network for weights."),
         click.option("--output", default="runs/glad", help="Output folder; every file of the run is written here."),
@@ -157,6 +163,12 @@ def _common(f):
         click.option("--lora-alpha", type=float, default=8.0, help="LoRA scale numerator (alpha / r)."),
         click.option("--lora-dropout", type=float, default=0.0, help="Dropout on the LoRA input."),
         click.option("--rslora", is_flag=True, help="Scale LoRA by alpha/sqrt(r) instead of alpha/r."),
+        click.option("--lora-encoders", type=click.Choice(ENCODERS), multiple=True, default=list(ENCODERS),
+                     show_default=True, help="Towers that get LoRA (repeatable); e.g. --lora-encoders text for a "
+                                             "ConvNeXt image tower, which has no attention."),
+        click.option("--lora-targets", type=click.Choice(TARGETS), multiple=True, default=["q", "k", "v"],
+                     show_default=True, help="Projections of each attention block that get LoRA (repeatable): "
+                                             "q k v, out (the attention output), mlp_fc / mlp_proj (the MLP)."),
         click.option("--rho", type=float, default=0.1, help="SAM perturbation radius."),
         click.option("--gradreg-alpha", type=float, default=0.5, help="Mix of the perturbed gradient."),
         click.option("--delta", type=float, default=1e-12, help="Floor of ||g||^2 in the conflict projection."),
@@ -327,6 +339,8 @@ def train(ctx, resume, demo, **params):
               help="Folder holding the CoOp dataset folders; env GLAD_DATA.")
 @click.option("--model", default=None, help="Base model (default: the adapter's).")
 @click.option("--pretrained", default=None, help="Base weights (default: the adapter's).")
+@click.option("--tokenizer", default=None, help="A local tokenizer folder or tokenizer.json (default: the "
+                                                 "adapter's, else the model's own).")
 @click.option("--cache-dir", default=None, help="Where downloaded weights are cached.")
 @click.option("--offline", is_flag=True, help="Never reach the network for weights.")
 @click.option("--batch-size", type=int, default=128, help="Evaluation batch size.")
@@ -335,8 +349,8 @@ def train(ctx, resume, demo, **params):
 @click.option("--precision", type=click.Choice(list(EVAL_PRECISIONS)), default="auto",
               help="Evaluation autocast; auto: fp16 on a GPU (as CoOp's CLIP numbers), fp32 on a CPU.")
 @click.option("--json", "as_json", is_flag=True, help="Print the results as JSON.")
-def evaluate_cmd(adapter, template, datasets, split, data_root, model, pretrained, cache_dir, offline, batch_size,
-                 workers, device, precision, as_json):
+def evaluate_cmd(adapter, template, datasets, split, data_root, model, pretrained, tokenizer, cache_dir, offline,
+                 batch_size, workers, device, precision, as_json):
     """Evaluate a saved adapter (or zero-shot CLIP) on any dataset."""
     import json
 
@@ -345,7 +359,7 @@ def evaluate_cmd(adapter, template, datasets, split, data_root, model, pretraine
     _setup_logging()
     results = _run_guarded(lambda: evaluate_adapter(
         adapter=adapter, datasets=list(datasets), split=split, data_root=data_root, model=model,
-        pretrained=pretrained, cache_dir=cache_dir, offline=offline, batch_size=batch_size, workers=workers,
+        pretrained=pretrained, tokenizer=tokenizer, cache_dir=cache_dir, offline=offline, batch_size=batch_size, workers=workers,
         device=device, precision=precision, template=template))
     if as_json:
         click.echo(json.dumps(results, indent=2))

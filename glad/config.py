@@ -10,6 +10,11 @@ import re
 import typing
 from dataclasses import dataclass, field
 
+# Where LoRA can go: the towers, and the projections of each attention block (q/k/v/out)
+# and of its MLP (mlp_fc / mlp_proj).
+ENCODERS = ("image", "text")
+TARGETS = ("q", "k", "v", "out", "mlp_fc", "mlp_proj")
+
 PROTOCOLS = ("base-to-novel", "cross-dataset", "domain-generalization", "few-shot")
 
 
@@ -58,6 +63,7 @@ class TrainConfig:
     methods: list[str] = field(default_factory=lambda: ["glad"])
     model: str = "ViT-B-16"
     pretrained: str | None = "openai"
+    tokenizer: str | None = None  # a local tokenizer (HF folder or tokenizer.json); None: the model's own
     cache_dir: str | None = None
     offline: bool = False
     output: str = "runs/glad"
@@ -129,6 +135,10 @@ class TrainConfig:
             (self.wd >= 0.0, f"--wd must be >= 0, got {self.wd}"),
             (self.lora_r >= 1, f"--lora-r must be >= 1, got {self.lora_r}"),
             (0.0 <= self.lora_dropout < 1.0, f"--lora-dropout must be in [0, 1), got {self.lora_dropout}"),
+            (bool(self.lora_encoders) and set(self.lora_encoders) <= set(ENCODERS),
+             f"--lora-encoders must name image and/or text, got {self.lora_encoders}"),
+            (bool(self.lora_targets) and set(self.lora_targets) <= set(TARGETS),
+             f"--lora-targets must be among {', '.join(TARGETS)}, got {self.lora_targets}"),
             (self.workers is None or self.workers >= 0, f"--workers must be >= 0, got {self.workers}"),
             (self.image_cache_gb >= 0, f"--image-cache-gb must be >= 0, got {self.image_cache_gb}"),
             (self.parallel in ("data", "jobs"), f"--parallel must be data or jobs, got {self.parallel!r}"),

@@ -15,7 +15,7 @@ from PIL import Image
 
 import glad.data as gd
 from glad.config import TrainConfig, default_workers
-from glad.data.decoded import DecodedImages, PreparedTestImages, fits, normalize
+from glad.data.decoded import DecodedImages, PreparedTestImages, fits
 from glad.engine.results import read_records
 from glad.engine.runtime import setup_runtime
 from glad.engine.train import make_train_loader
@@ -57,7 +57,7 @@ def test_prepared_test_images_normalise_to_the_test_transform_bit_for_bit(photos
     prepared = PreparedTestImages(photos.test, 32, workers=2)
     transform = gd.test_transform(32)
     want = torch.stack([transform(gd.load_image(d.impath)) for d in photos.test])
-    assert torch.equal(normalize(prepared.pixels), want)
+    assert torch.equal(prepared.preprocess.normalize(prepared.pixels), want)
     assert prepared.labels.tolist() == [d.label for d in photos.test]
 
 

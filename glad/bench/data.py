@@ -91,7 +91,7 @@ def loader_rates(items, cfg: Config, workers: int) -> dict:
 
     from glad.config import TrainConfig
     from glad.data import ImageDataset, test_transform, train_transform
-    from glad.data.decoded import PreparedTestImages, normalize
+    from glad.data.decoded import PreparedTestImages
     from glad.engine.runtime import Runtime
     from glad.engine.train import make_train_loader
 
@@ -113,7 +113,7 @@ def loader_rates(items, cfg: Config, workers: int) -> dict:
     start = time.perf_counter()
     prepared = PreparedTestImages(items, cfg.image_size, workers=workers)
     out["eval_prepared_setup_s"] = round(time.perf_counter() - start, 3)
-    out["eval_prepared"] = _rate(n, lambda: [normalize(p) for p, _ in prepared.batches(cfg.batch_size)], cfg.rounds)
+    out["eval_prepared"] = _rate(n, lambda: list(prepared.normalized_batches(cfg.batch_size)), cfg.rounds)
     for key in ("train_every_epoch", "train_decoded_once", "eval_streamed", "eval_prepared"):
         out[f"{key}_per_worker"] = out[key] / max(1, workers)
     return {k: round(v, 1) if isinstance(v, float) and not k.endswith("_s") else v for k, v in out.items()}

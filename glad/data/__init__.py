@@ -32,7 +32,7 @@ from .registry import (
 from .shots import default_cache_root, draw_fewshot, fewshot, sample_per_class
 from .subsample import base_novel_labels, subsample_classes
 from .templates import DEFAULT_TEMPLATE, TEMPLATES, template_for
-from .transforms import CLIP_MEAN, CLIP_STD, test_transform, train_transform
+from .transforms import CLIP_MEAN, CLIP_STD, Preprocess, test_transform, train_transform
 from .types import (
     COOP_INSTRUCTIONS,
     CorruptImageError,
@@ -44,7 +44,7 @@ from .types import (
 )
 
 __all__ = [
-    "CLIP_MEAN", "CLIP_STD", "COOP_DATASETS", "COOP_INSTRUCTIONS", "COOP_SPECS", "DEFAULT_TEMPLATE",
+    "CLIP_MEAN", "CLIP_STD", "Preprocess", "COOP_DATASETS", "COOP_INSTRUCTIONS", "COOP_SPECS", "DEFAULT_TEMPLATE",
     "PROTOCOLS", "TEMPLATES", "CorruptImageError", "DatasetError", "DatasetSplits", "Datum",
     "ImageDataset", "MissingDataError", "Protocol", "available_datasets", "base_novel_labels",
     "build_dataset", "default_cache_root", "draw_fewshot", "fewshot", "format_prompt", "get_protocol",

@@ -5,8 +5,9 @@ resized and centre-cropped, so that epochs and adapters stop paying for JPEG dec
   uint8 buffer at its ORIGINAL size; each epoch then only applies the training transform
   (CoOp's random resized crop of the original, bicubic, flip, normalisation) to a PIL view
   of those pixels. Batches are bit-identical to decoding the files every epoch.
-* `PreparedTestImages`: a test set after Resize + CenterCrop, as uint8 [N, 3, S, S];
-  `normalize` turns a batch into exactly what `test_transform` gives (the same float ops).
+* `PreparedTestImages`: a test set after the evaluation transform's geometry (resize and crop,
+  or squash, as the model's preprocessing says), as uint8 [N, 3, H, W]; `normalize` turns a
+  batch into exactly what the test transform gives (the same float ops).
 
 Both refuse sets larger than their memory budget (`fits`); callers then decode as before.
 """
@@ -22,7 +23,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from .loader import load_image
-from .transforms import CLIP_MEAN, CLIP_STD
+from .transforms import Preprocess
 from .types import CorruptImageError, Datum
 
 log = logging.getLogger("glad")
@@ -109,15 +110,14 @@ def fits(items: Sequence[Datum], budget_gib: float, what: str, sizes=None) -> bo
 
 
 class PreparedTestImages:
-    """A test set after the test transform's geometry (Resize + CenterCrop), uint8 [N, 3, S, S]."""
+    """A test set after the test transform's geometry, uint8 [N, 3, H, W]; `preprocess` is the
+    model's (an int: OpenAI CLIP's at that size)."""
 
-    def __init__(self, items: Sequence[Datum], image_size: int, workers: int = 0):
-        from torchvision import transforms as T
-
-        geometry = T.Compose([T.Resize(image_size, interpolation=T.InterpolationMode.BICUBIC),
-                              T.CenterCrop(image_size)])
+    def __init__(self, items: Sequence[Datum], preprocess: Preprocess | int, workers: int = 0):
+        self.preprocess = preprocess if isinstance(preprocess, Preprocess) else Preprocess(size=preprocess)
+        geometry = self.preprocess.geometry()
         self.items = list(items)
-        self.pixels = torch.empty((len(self.items), 3, image_size, image_size), dtype=torch.uint8)
+        self.pixels = torch.empty((len(self.items), 3, *self.preprocess.size), dtype=torch.uint8)
         for i, hwc in _decode_all(self.items, workers, lambda im: np.array(geometry(im))):
             self.pixels[i] = torch.from_numpy(hwc).permute(2, 0, 1)
         self.labels = torch.tensor([d.label for d in self.items], dtype=torch.long)
@@ -134,13 +134,12 @@ class PreparedTestImages:
             yield self.pixels[start:start + batch_size], self.labels[start:start + batch_size]
 
 
-def normalize(pixels: torch.Tensor) -> torch.Tensor:
-    """uint8 [B, 3, S, S] -> what ToTensor + Normalize(CLIP) give, bit for bit (the same ops)."""
-    x = pixels.to(dtype=torch.float32).div(255)
-    mean = torch.as_tensor(CLIP_MEAN, dtype=x.dtype, device=x.device)[None, :, None, None]
-    std = torch.as_tensor(CLIP_STD, dtype=x.dtype, device=x.device)[None, :, None, None]
-    return x.sub_(mean).div_(std)
+    def normalized_batches(self, batch_size: int):
+        """(what the test transform gives, labels) batch by batch."""
+        for pixels, labels in self.batches(batch_size):
+            yield self.preprocess.normalize(pixels), labels
 
 
-def test_images_bytes(n: int, image_size: int) -> int:
-    return n * 3 * image_size * image_size
+def test_images_bytes(n: int, size) -> int:
+    height, width = (size, size) if isinstance(size, int) else size
+    return n * 3 * height * width

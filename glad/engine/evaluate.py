@@ -8,7 +8,6 @@ import torch
 from torch.utils.data import DataLoader
 
 from glad.data import ImageDataset, format_prompt
-from glad.data.decoded import normalize
 from glad.engine.runtime import Runtime
 from glad.models import merge_lora, unmerge_lora
 
@@ -72,7 +71,7 @@ def evaluate(model, items, classnames, template, transform, runtime: Runtime,
     if prepared is not None:
         if len(prepared) != len(mine):
             raise ValueError(f"prepared images hold {len(prepared)} items, this rank's shard {len(mine)}")
-        loader = ((normalize(pixels), labels) for pixels, labels in prepared.batches(batch_size))
+        loader = prepared.normalized_batches(batch_size)
     else:
         loader = DataLoader(ImageDataset(mine, transform), batch_size=batch_size, shuffle=False,
                             num_workers=workers, pin_memory=runtime.device.type == "cuda")

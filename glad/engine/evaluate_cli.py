@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from glad.data import build_dataset, subsample_classes, test_transform
+from glad.data import build_dataset, subsample_classes
 from glad.engine.evaluate import evaluate
 from glad.engine.runtime import setup_runtime
 from glad.models import GladModel
@@ -12,7 +12,7 @@ from glad.models.loading import load_base_clip
 def evaluate_adapter(adapter: str | None, datasets: list[str], split: str = "all", data_root: str = "data",
                      model: str | None = None, pretrained: str | None = None, cache_dir: str | None = None,
                      offline: bool = False, batch_size: int = 128, workers: int = 4, device: str = "auto",
-                     precision: str = "auto", template: str | None = None) -> list[dict]:
+                     precision: str = "auto", template: str | None = None, tokenizer: str | None = None) -> list[dict]:
     """Top-1 accuracy of the adapter's model on each dataset's test split (`split` classes).
 
     `adapter`: a folder written by glad train, `hf-hub:user/name`, or None for zero-shot CLIP.
@@ -26,16 +26,15 @@ def evaluate_adapter(adapter: str | None, datasets: list[str], split: str = "all
     config = {}
     if adapter:
         net, config, _ = load_tuned(adapter, device=runtime.device, cache_dir=cache_dir, offline=offline,
-                                    model=model, pretrained=pretrained)
+                                    model=model, pretrained=pretrained, tokenizer=tokenizer)
     else:
         weights = None if isinstance(pretrained, str) and pretrained.lower() == "none" else (pretrained or "openai")
         name = model or "ViT-B-16"
-        clip, _, _, tokenizer = load_base_clip(name, weights, cache_dir=cache_dir, device=runtime.device,
-                                               offline=offline)
-        net = GladModel(clip, tokenizer, lora=None, use_alignnet=False, model_name=name,
+        clip, _, _, tok = load_base_clip(name, weights, cache_dir=cache_dir, device=runtime.device,
+                                         offline=offline, tokenizer=tokenizer)
+        net = GladModel(clip, tok, lora=None, use_alignnet=False, model_name=name, tokenizer_path=tokenizer,
                         pretrained=weights).to(runtime.device)
-    size = net.clip.visual.image_size
-    transform = test_transform(size[0] if isinstance(size, (tuple, list)) else int(size))
+    transform = net.preprocess.test_transform()
     results = []
     for name, ds in zip(datasets, data, strict=True):
         part = ds if split == "all" else subsample_classes(ds, split)

@@ -36,10 +36,9 @@ from glad.data import (
     build_dataset,
     fewshot,
     subsample_classes,
-    test_transform,
-    train_transform,
 )
 from glad.data.decoded import GIB, PreparedTestImages, test_images_bytes
+from glad.data.transforms import Preprocess
 from glad.engine.evaluate import evaluate, shard
 from glad.engine.results import read_records, write_tables
 from glad.engine.runtime import Runtime, setup_runtime
@@ -49,6 +48,7 @@ from glad.models import (
     GladModel,
     LoraConfig,
     load_adapter,
+    plan_lora,
     save_adapter,
     uses_quick_gelu,
 )
@@ -186,7 +186,8 @@ class Runner:
         if self._clip is None:
             cfg = self.cfg
             self._clip = load_base_clip(cfg.model, cfg.pretrained, cache_dir=cfg.cache_dir,
-                                        device=self.runtime.device, offline=cfg.offline, quick_gelu=cfg.quick_gelu)
+                                        device=self.runtime.device, offline=cfg.offline, quick_gelu=cfg.quick_gelu,
+                                        tokenizer=cfg.tokenizer)
         return self._clip
 
     def build_model(self, method, seed: int) -> GladModel:
@@ -194,16 +195,20 @@ class Runner:
         cfg = self.cfg
         lora = None
         if method.train:
-            lora = LoraConfig(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
-                              targets=tuple(cfg.lora_targets), encoders=tuple(cfg.lora_encoders), rslora=cfg.rslora)
+            lora = self.lora_config()
         torch.manual_seed(seed)  # LoRA A and AlignNet initialisation
         model = GladModel(copy.deepcopy(clip), tokenizer, lora=lora, use_alignnet=method.alignnet,
-                          model_name=cfg.model, pretrained=cfg.pretrained)
+                          model_name=cfg.model, pretrained=cfg.pretrained, tokenizer_path=cfg.tokenizer)
         return model.to(self.runtime.device)
 
-    def image_size(self) -> int:
-        size = self.base_clip()[0].visual.image_size
-        return size[0] if isinstance(size, (tuple, list)) else int(size)
+    def lora_config(self) -> LoraConfig:
+        cfg = self.cfg
+        return LoraConfig(r=cfg.lora_r, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout,
+                          targets=tuple(cfg.lora_targets), encoders=tuple(cfg.lora_encoders), rslora=cfg.rslora)
+
+    def preprocess(self) -> Preprocess:
+        """The base model's image preprocessing (open_clip's, for its config and weights)."""
+        return Preprocess.of_model(self.base_clip()[0])
 
     @property
     def workers(self) -> int:
@@ -214,23 +219,23 @@ class Runner:
         run that is evaluated on them, within `--image-cache-gb` (older sets are dropped first);
         None when they do not fit (they are then decoded at each evaluation, as before)."""
         budget = int(self.cfg.image_cache_gb * GIB)
-        key = (name, split, self.image_size())
+        key = (name, split, self.preprocess())
         if key in self._prepared:
             self._prepared.move_to_end(key)
             return self._prepared[key]
         items = shard(items, self.runtime)  # this rank's share only
-        need = test_images_bytes(len(items), self.image_size())
+        need = test_images_bytes(len(items), self.preprocess().size)
         if need > budget:
             return None
         while self._prepared and sum(p.nbytes for p in self._prepared.values()) + need > budget:
             self._prepared.popitem(last=False)
-        self._prepared[key] = PreparedTestImages(items, self.image_size(), workers=self.workers)
+        self._prepared[key] = PreparedTestImages(items, self.preprocess(), workers=self.workers)
         return self._prepared[key]
 
     def resolved(self) -> dict:
         """What the settings turned into: the model really built and each dataset's source."""
         clip = self.base_clip()[0]
-        return {"quick_gelu": uses_quick_gelu(clip), "image_size": self.image_size(),
+        return {"quick_gelu": uses_quick_gelu(clip), "preprocess": self.preprocess().to_dict(),
                 "datasets": {label: spec for spec, label in self.labels.items()}}
 
     def _check_stop(self):
@@ -261,6 +266,11 @@ class Runner:
             more = f" Also missing: {', '.join(others)}." if others else ""
             raise MissingDataError(missing[first] + more)
         self.base_clip()  # weights load (or fail) before anything is written
+        if any(METHODS[m].train for m in cfg.methods):
+            try:  # a tower LoRA cannot go into is refused now, not after the first job's data load
+                plan_lora(self.base_clip()[0], self.lora_config())
+            except ValueError as e:
+                raise ConfigError(str(e)) from None
         if cfg.tensorboard:
             try:
                 import tensorboard  # noqa: F401
@@ -331,7 +341,7 @@ class Runner:
         extra = {}
         if method.train:
             extra = self._train_or_load(model, method, job, seed, job_dir)
-        transform = test_transform(self.image_size())
+        transform = model.preprocess.test_transform()
         for eval_name, split in fresh:
             self._check_stop()
             data = self.dataset(eval_name)
@@ -388,7 +398,7 @@ class Runner:
         start = time.perf_counter()
         crop_scale = cfg.crop_scale or data.info.get("crop_scale") or (0.08, 1.0)
         stats = train(model, method, cfg, data.train, data.classnames, cfg.template or data.template,
-                      train_transform(self.image_size(), tuple(crop_scale)), seed, job_dir, runtime,
+                      model.preprocess.train_transform(tuple(crop_scale)), seed, job_dir, runtime,
                       stop_flag=self.stop_flag)
         if runtime.is_main:
             save_adapter(model, adapter, classnames=data.classnames, template=cfg.template or data.template,

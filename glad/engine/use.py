@@ -19,6 +19,7 @@ from dataclasses import dataclass
 import torch
 
 from glad.data.readers import IMAGE_EXTENSIONS
+from glad.data.transforms import Preprocess
 from glad.models import (
     GladModel,
     LoraConfig,
@@ -63,7 +64,7 @@ def resolve_adapter(adapter: str, cache_dir: str | None = None, offline: bool = 
 
 
 def load_tuned(adapter: str, *, device=None, cache_dir: str | None = None, offline: bool = False,
-               model: str | None = None, pretrained: str | None = None):
+               model: str | None = None, pretrained: str | None = None, tokenizer: str | None = None):
     """(GladModel with the adapter loaded, its adapter config, the local adapter folder)."""
     folder = resolve_adapter(adapter, cache_dir=cache_dir, offline=offline)
     config = read_adapter_config(folder)
@@ -72,10 +73,13 @@ def load_tuned(adapter: str, *, device=None, cache_dir: str | None = None, offli
     if isinstance(weights, str) and weights.lower() == "none":
         weights = None
     clip, _, _, tokenizer = load_base_clip(name, weights, cache_dir=cache_dir, device=device, offline=offline,
-                                           quick_gelu=config.get("quick_gelu"))
+                                           quick_gelu=config.get("quick_gelu"), tokenizer=tokenizer or config.get("tokenizer"))
     lora = LoraConfig.from_dict(config["lora"]) if config.get("lora") else None
+    # the preprocessing the adapter was trained with (older adapters: the model's own)
+    preprocess = Preprocess.from_dict(config["preprocess"]) if config.get("preprocess") else None
     net = GladModel(clip, tokenizer, lora=lora, use_alignnet=bool(config.get("alignnet")), model_name=name,
-                    pretrained=weights)
+                    pretrained=weights, preprocess=preprocess,
+                    tokenizer_path=tokenizer or config.get("tokenizer"))
     net = net.to(clip.logit_scale.device)
     load_adapter(net, folder)
     return net, config, folder
@@ -125,10 +129,7 @@ class Classifier:
         if self.model.lora_config is not None:
             merge_lora(self.model.clip)  # for good: this model only classifies
         self.text = class_text_features(self.model, self.classes, self.template, self.runtime)
-        from glad.data import test_transform
-
-        size = self.model.clip.visual.image_size
-        self.transform = test_transform(size[0] if isinstance(size, (tuple, list)) else int(size))
+        self.transform = self.model.preprocess.test_transform()
 
     @torch.no_grad()
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:

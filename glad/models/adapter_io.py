@@ -65,6 +65,8 @@ def adapter_config_dict(model: nn.Module) -> dict:
         "base_model_name_or_path": model_name,
         "pretrained": pretrained,
         "quick_gelu": uses_quick_gelu(clip),
+        "preprocess": model.preprocess.to_dict() if hasattr(model, "preprocess") else None,
+        "tokenizer": getattr(model, "tokenizer_path", None),
         "lora": None if lora is None else lora.to_dict(),
         "alignnet": None if alignnet is None else {"embed_dim": alignnet.embed_dim, "hidden": list(alignnet.hidden)},
     }

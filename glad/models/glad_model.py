@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from glad.data.transforms import Preprocess
 from glad.models.alignnet import DEFAULT_CHUNK_BUDGET_BYTES, AlignNet, cosine_logits
 from glad.models.inject import (
     adapters_disabled,
@@ -78,6 +79,9 @@ class GladModel(nn.Module):
             in adapter files so an adapter is only loaded on the model it was trained on.
         alignnet_hidden: AlignNet hidden widths.
         chunk_budget_bytes: memory bound for AlignNet's per-(image, class) intermediates.
+        preprocess: the image preprocessing the model expects (default: what open_clip built
+            ``clip_model`` with); recorded in adapters and used by evaluation and prediction.
+        tokenizer_path: the local tokenizer the tokenizer was read from, if any (recorded).
         trim_text: let ``tokenize`` cut the padding after the longest prompt, so text encoding
             costs the prompts' length rather than the full context (exact for CLIPs whose text
             attention is causal and pooled at the end token; other models are never cut).
@@ -86,7 +90,8 @@ class GladModel(nn.Module):
     def __init__(self, clip_model: nn.Module, tokenizer, lora: LoraConfig | None = None,
                  use_alignnet: bool = True, model_name: str = "", pretrained: str | None = None, *,
                  alignnet_hidden: Sequence[int] = (256, 128),
-                 chunk_budget_bytes: int = DEFAULT_CHUNK_BUDGET_BYTES, trim_text: bool = True):
+                 chunk_budget_bytes: int = DEFAULT_CHUNK_BUDGET_BYTES, trim_text: bool = True,
+                 preprocess: Preprocess | None = None, tokenizer_path: str | None = None):
         super().__init__()
         self.clip = clip_model
         self.tokenizer = tokenizer
@@ -107,6 +112,8 @@ class GladModel(nn.Module):
                          if use_alignnet else None)
         self.model_name = model_name
         self.pretrained = pretrained
+        self.preprocess = preprocess if preprocess is not None else Preprocess.of_model(clip_model)
+        self.tokenizer_path = tokenizer_path
         self.chunk_budget_bytes = int(chunk_budget_bytes)
         # decided once here (reading the mask once), so encode_text never syncs
         self._short_text_reason = short_text_unsupported(clip_model)

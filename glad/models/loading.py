@@ -16,6 +16,15 @@ from urllib.parse import urlparse
 
 import torch
 
+from glad.models.hf_clip import (
+    hf_clip_config,
+    hf_clip_weights,
+    hf_quick_gelu,
+    is_hf_clip_folder,
+    is_hf_clip_state_dict,
+    open_clip_names_for,
+    to_open_clip,
+)
 from glad.quiet import no_random_init_warning
 
 log = logging.getLogger("glad")
@@ -170,6 +179,9 @@ def quick_gelu_of_file(path: str) -> tuple[bool | None, str]:
     beside = _config_beside(path)
     if beside is not None:
         return beside, "the open_clip_config.json beside it"
+    hf = hf_quick_gelu(os.path.dirname(os.path.abspath(path)))
+    if hf is not None:
+        return hf, "the transformers config.json beside it"
     if _is_torchscript(path):
         return True, "an OpenAI TorchScript archive"
     try:
@@ -204,6 +216,8 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
         sd = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(sd, dict) and "state_dict" in sd:
         sd = sd["state_dict"]
+    if isinstance(sd, dict) and is_hf_clip_state_dict(sd):
+        sd = to_open_clip(sd)
     if not isinstance(sd, dict) or not sd:
         raise ValueError(f"{path} holds no state dict (got {type(sd).__name__}); expected CLIP weights")
     if next(iter(sd)).startswith("module."):
@@ -240,8 +254,13 @@ def load_weights(model: torch.nn.Module, path: str) -> None:
         model.load_state_dict(sd, strict=True)
     except RuntimeError as e:
         detail = " ".join(line.strip() for line in str(e).splitlines()[1:3])[:400]
-        raise ValueError(f"weights in {path} do not fit the model architecture ({detail}); "
-                         "check that --model names the architecture these weights were trained with") from e
+        hint = "check that --model names the architecture these weights were trained with"
+        hf = hf_clip_config(os.path.dirname(os.path.abspath(path)))
+        if hf and hf.get("model_type") == "clip":
+            names = open_clip_names_for(hf)
+            hint = (f"this transformers CLIP has the shapes of open_clip's {', '.join(names[:3])}: pass "
+                    f"--model {names[0]}" if names else "no open_clip architecture has its shapes")
+        raise ValueError(f"weights in {path} do not fit the model architecture ({detail}); {hint}") from e
 
 
 def _download_tag(model: str, tag: str, cfg: dict, cache_dir: str | None) -> str:
@@ -285,16 +304,19 @@ def _decide_quick_gelu(name: str, pretrained, checkpoint: str | None, tag_cfg: d
 
 
 def load_clip(model: str = "ViT-B-16", pretrained: str | None = "openai", cache_dir: str | None = None,
-              device=None, offline: bool = False, *, precision: str = "fp32", quick_gelu: bool | None = None):
+              device=None, offline: bool = False, *, precision: str = "fp32", quick_gelu: bool | None = None,
+              tokenizer: str | None = None):
     """Load an open_clip CLIP: ``(model, preprocess_train, preprocess_val, tokenizer)``.
 
     Args:
-        model: an open_clip architecture name (``ViT-B-16``), ``hf-hub:org/repo`` (config and
-            weights from that repository), or ``glad-tiny`` (glad's built-in offline CLIP).
+        model: an open_clip architecture name (``ViT-B-16``), ``hf-hub:org/repo`` or
+            ``local-dir:PATH`` (config and weights from that repository or folder, as open_clip
+            reads them; what ``glad export`` writes), or ``glad-tiny`` (glad's built-in CLIP).
         pretrained: an open_clip tag (``openai``), a local weights file (safetensors; torch
-            files are read with ``weights_only=True``; OpenAI TorchScript ``.pt`` files work),
-            ``hf-hub:org/repo`` (weights for ``model``'s architecture), or None / ``"none"``
-            for random initialisation.
+            files are read with ``weights_only=True``; OpenAI TorchScript ``.pt`` files work;
+            transformers CLIPModel files too), a transformers CLIPModel folder (``config.json``
+            + ``model.safetensors``), ``hf-hub:org/repo`` (weights for ``model``'s architecture),
+            or None / ``"none"`` for random initialisation. Ignored with a schema ``model``.
         cache_dir: where downloaded weights are cached (default: the Hugging Face cache).
         device: where the model goes (default: CUDA if available, else CPU).
         offline: never download (sets ``HF_HUB_OFFLINE=1``); cached weights still load.
@@ -302,6 +324,8 @@ def load_clip(model: str = "ViT-B-16", pretrained: str | None = "openai", cache_
         quick_gelu: force QuickGELU on/off. By default decided as open_clip means it: the tag's
             own config for a tag; for a file, `quick_gelu_of_file` (OpenAI weights are QuickGELU),
             with a warning when nothing tells. `uses_quick_gelu(model)` says what was built.
+        tokenizer: a local tokenizer (a Hugging Face tokenizer folder, or its tokenizer.json)
+            instead of the one the model's config would download.
 
     Raises:
         WeightsUnavailableError: the weights cannot be had; the message names the tag or file,
@@ -324,15 +348,24 @@ def load_clip(model: str = "ViT-B-16", pretrained: str | None = "openai", cache_
     if isinstance(pretrained, str) and pretrained.strip().lower() in _NONE_VALUES:
         pretrained = None
 
-    if model.startswith("hf-hub:"):
-        offline_unless_reachable()
+    if model.startswith(("hf-hub:", "local-dir:")):
+        if model.startswith("local-dir:"):
+            folder = model[len("local-dir:"):]
+            if not os.path.isfile(os.path.join(folder, "open_clip_config.json")):
+                raise ValueError(f"--model {model}: {folder} holds no open_clip_config.json; pass a folder that "
+                                 "`glad export` or open_clip's push_to_hf_hub wrote")
+        else:
+            offline_unless_reachable()
         try:
-            clip, pre_train, pre_val = open_clip.create_model_and_transforms(
-                model, device=device, precision=precision, cache_dir=cache_dir, force_quick_gelu=bool(quick_gelu))
-            tokenizer = open_clip.get_tokenizer(model, cache_dir=cache_dir)
+            with no_random_init_warning():
+                clip, pre_train, pre_val = open_clip.create_model_and_transforms(
+                    model, device=device, precision=precision, cache_dir=cache_dir, force_quick_gelu=bool(quick_gelu))
         except Exception as e:
+            if model.startswith("local-dir:"):
+                raise ValueError(f"open_clip could not build --model {model}: {type(e).__name__}: "
+                                 f"{str(e).splitlines()[0] if str(e) else ''}") from e
             raise _unavailable(f"{model!r} (config and weights)", model, _hf_cache(cache_dir), e) from e
-        return clip.eval(), pre_train, pre_val, tokenizer
+        return clip.eval(), pre_train, pre_val, load_tokenizer(model, clip, tokenizer, cache_dir)
 
     name = model.replace("/", "-")
     if open_clip.get_model_config(name) is None:
@@ -346,6 +379,13 @@ def load_clip(model: str = "ViT-B-16", pretrained: str | None = "openai", cache_
         pass
     elif os.path.isfile(pretrained):
         checkpoint = pretrained
+    elif os.path.isdir(pretrained):
+        if not is_hf_clip_folder(pretrained):
+            hint = (f"it is an open_clip folder: pass --model local-dir:{pretrained}"
+                    if os.path.isfile(os.path.join(pretrained, "open_clip_config.json")) else
+                    "pass a weights file, or a transformers CLIPModel folder (config.json + model.safetensors)")
+            raise ValueError(f"--pretrained {pretrained} is a folder glad cannot read weights from; {hint}")
+        checkpoint = hf_clip_weights(pretrained)
     elif pretrained.startswith("hf-hub:"):
         from open_clip.pretrained import download_pretrained_from_hf
         offline_unless_reachable()
@@ -373,8 +413,60 @@ def load_clip(model: str = "ViT-B-16", pretrained: str | None = "openai", cache_
             cache_dir=cache_dir, **preprocess)
     if checkpoint is not None:
         load_weights(clip, checkpoint)
-    tokenizer = open_clip.get_tokenizer(name)
-    return clip.eval(), pre_train, pre_val, tokenizer
+    return clip.eval(), pre_train, pre_val, load_tokenizer(name, clip, tokenizer, cache_dir)
+
+
+def _text_cfg(model: str) -> dict:
+    """The text tower's config for a built-in name or a local-dir folder ({} when unknown)."""
+    import json
+
+    import open_clip
+
+    if model.startswith("local-dir:"):
+        try:
+            with open(os.path.join(model[len("local-dir:"):], "open_clip_config.json"), encoding="utf-8") as f:
+                return json.load(f).get("model_cfg", {}).get("text_cfg", {})
+        except (OSError, ValueError):
+            return {}
+    return (open_clip.get_model_config(model) or {}).get("text_cfg", {})
+
+
+def load_tokenizer(model: str, clip, path: str | None = None, cache_dir: str | None = None):
+    """The tokenizer of `model`: open_clip's own, or the local one at `path` (a Hugging Face
+    tokenizer folder or tokenizer.json) with the model's context length and text cleaning."""
+    import open_clip
+
+    text_cfg = _text_cfg(model)
+    if path:
+        if not os.path.exists(path):
+            raise ValueError(f"--tokenizer {path}: no such file or folder; pass a tokenizer folder "
+                             "(tokenizer.json, tokenizer_config.json) or a tokenizer.json file")
+        context = getattr(clip, "context_length", None) or text_cfg.get("context_length", 77)
+        try:
+            return local_tokenizer(path, context, text_cfg)
+        except ImportError as e:
+            raise ImportError(f"--tokenizer needs the transformers package ({e}); pip install transformers") from e
+        except Exception as e:
+            raise ValueError(f"--tokenizer {path} cannot be read as a Hugging Face tokenizer: {type(e).__name__}: "
+                             f"{str(e).splitlines()[0] if str(e) else ''}") from e
+    try:
+        return open_clip.get_tokenizer(model, cache_dir=cache_dir)
+    except Exception as e:
+        source = text_cfg.get("hf_tokenizer_name") or "the Hugging Face hub"
+        raise WeightsUnavailableError(
+            f"could not load the tokenizer of model {model!r} ({source}: {type(e).__name__}); offline, pass a "
+            f"local copy with --tokenizer PATH (a tokenizer folder or tokenizer.json)") from None
+
+
+def local_tokenizer(path: str, context_length: int, text_cfg: dict):
+    """open_clip's HFTokenizer on the tokenizer at `path` (its folder, or its tokenizer.json)."""
+    from open_clip.tokenizer import HFTokenizer
+
+    folder = path if os.path.isdir(path) else os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(path) and os.path.basename(path) != "tokenizer.json":
+        raise ValueError("expected a tokenizer folder or a file named tokenizer.json")
+    return HFTokenizer(folder, context_length=context_length, tokenizer_mode=text_cfg.get("tokenizer_mode"),
+                       **text_cfg.get("tokenizer_kwargs", {}))
 
 
 def load_base_clip(*args, seed: int = 0, **kwargs):

@@ -16,9 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-# q/k/v/out live in the attention blocks; mlp_fc / mlp_proj are the two MLP linears.
-TARGETS = ("q", "k", "v", "out", "mlp_fc", "mlp_proj")
-ENCODERS = ("image", "text")
+from glad.config import ENCODERS, TARGETS  # noqa: F401 - re-exported: where LoRA can go
 
 
 @dataclass(frozen=True)
