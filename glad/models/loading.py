@@ -245,15 +245,15 @@ def load_weights(model: torch.nn.Module, path: str) -> None:
             sd[name] = sd[name].reshape(own.shape)
     if "logit_bias" not in sd and getattr(model, "logit_bias", None) is not None:
         sd["logit_bias"] = torch.zeros_like(sd["logit_scale"])
-    resize_pos_embed(sd, model)
-    resize_text_pos_embed(sd, model)
     # buffers the model does not save (e.g. the causal mask) may sit in TorchScript archives
     transient = {n for n, _ in model.named_buffers()} - set(model.state_dict())
     sd = {k: v for k, v in sd.items() if k not in transient}
     try:
+        resize_pos_embed(sd, model)
+        resize_text_pos_embed(sd, model)  # asserts when the text width differs
         model.load_state_dict(sd, strict=True)
-    except RuntimeError as e:
-        detail = " ".join(line.strip() for line in str(e).splitlines()[1:3])[:400]
+    except (RuntimeError, AssertionError) as e:
+        detail = " ".join(line.strip() for line in str(e).splitlines()[:3])[:400]
         hint = "check that --model names the architecture these weights were trained with"
         hf = hf_clip_config(os.path.dirname(os.path.abspath(path)))
         if hf and hf.get("model_type") == "clip":
