@@ -73,6 +73,7 @@ def assert_real_run(folder: Path, protocol: str, methods: set[str], datasets: se
     run = json.loads((folder / "config.json").read_text())
     assert run["config"]["model"] == "ViT-B-16" and run["config"]["pretrained"] == "openai"
     assert run["resolved"]["quick_gelu"] is True and run["resolved"]["image_size"] == 224
+    assert run["resolved"]["preprocess"]["mean"] == [0.48145466, 0.4578275, 0.40821073]  # OpenAI's, from the tag
     records = [r for r in read_records(str(folder / "results.jsonl")) if r["protocol"] == protocol]
     assert {r["method"] for r in records} == methods
     assert {r["eval_dataset"] for r in records} == datasets

@@ -198,7 +198,8 @@ class Runner:
             lora = self.lora_config()
         torch.manual_seed(seed)  # LoRA A and AlignNet initialisation
         model = GladModel(copy.deepcopy(clip), tokenizer, lora=lora, use_alignnet=method.alignnet,
-                          model_name=cfg.model, pretrained=cfg.pretrained, tokenizer_path=cfg.tokenizer)
+                          model_name=cfg.model, pretrained=cfg.pretrained,
+                          tokenizer_path=cfg.tokenizer and os.path.abspath(cfg.tokenizer))
         return model.to(self.runtime.device)
 
     def lora_config(self) -> LoraConfig:
@@ -235,7 +236,9 @@ class Runner:
     def resolved(self) -> dict:
         """What the settings turned into: the model really built and each dataset's source."""
         clip = self.base_clip()[0]
-        return {"quick_gelu": uses_quick_gelu(clip), "preprocess": self.preprocess().to_dict(),
+        preprocess = self.preprocess()
+        return {"quick_gelu": uses_quick_gelu(clip), "image_size": preprocess.image_size,
+                "preprocess": preprocess.to_dict(),
                 "datasets": {label: spec for spec, label in self.labels.items()}}
 
     def _check_stop(self):

@@ -210,9 +210,10 @@ def merged_state_dict(model: GladModel) -> dict[str, torch.Tensor]:
     clip = model.clip
     if model.lora_config is not None and not is_merged(clip):
         merge_lora(clip)
-    adapters = [name + "." for name, m in clip.named_modules() if isinstance(m, LoraAdapter)]
-    return {k: v.detach().to("cpu").contiguous() for k, v in clip.state_dict().items()
-            if not any(k.startswith(a) for a in adapters)}
+    # adapters' own matrices only: a LoraLinear also holds its frozen base weight and bias
+    lora = {f"{name}.{leaf}" for name, m in clip.named_modules() if isinstance(m, LoraAdapter)
+            for leaf in ("lora_A.weight", "lora_B.weight")}
+    return {k: v.detach().to("cpu").contiguous() for k, v in clip.state_dict().items() if k not in lora}
 
 
 def export_merged(adapter: str, output: str, *, cache_dir: str | None = None, offline: bool = False) -> dict:
@@ -234,7 +235,7 @@ def export_merged(adapter: str, output: str, *, cache_dir: str | None = None, of
     model, config, _ = load_tuned(adapter, device="cpu", cache_dir=cache_dir, offline=offline)
     name = model.model_name
     quick = uses_quick_gelu(model.clip)
-    model_cfg = open_clip.get_model_config(name)
+    model_cfg = _model_cfg(name)
     if model_cfg is None:
         raise ValueError(f"{name!r} is not an open_clip model config; export needs one (glad-tiny is glad's own)")
     open_clip_name = name
@@ -248,6 +249,9 @@ def export_merged(adapter: str, output: str, *, cache_dir: str | None = None, of
         notes.append("AlignNet is not in the export: its bias depends on each image, so it cannot be merged "
                      "into weights; glad predict --adapter uses it")
     is_file = output.lower().endswith(".safetensors")
+    if is_file and name.startswith("local-dir:"):
+        raise ValueError("open_clip reads a local-dir: model's weights from its folder only; export to a "
+                         "folder instead (--output DIR)")
     weights = output if is_file else os.path.join(output, "open_clip_model.safetensors")
     with atomic_path(weights) as tmp:
         save_file(tensors, tmp, metadata={"format": "pt", "glad_adapter": str(adapter)})
@@ -259,13 +263,25 @@ def export_merged(adapter: str, output: str, *, cache_dir: str | None = None, of
         result["open_clip_model"] = open_clip_name
         result["load"] = f"open_clip.create_model_and_transforms({open_clip_name!r}, pretrained={weights!r})"
     else:
-        pretrained_cfg = {}
-        tag = config.get("pretrained")
-        if isinstance(tag, str) and open_clip.get_pretrained_cfg(name, tag):
-            pretrained_cfg = open_clip.get_pretrained_cfg(name, tag)
-        preprocess = {k: pretrained_cfg[k] for k in ("mean", "std", "interpolation", "resize_mode")
-                      if k in pretrained_cfg}
+        # the preprocessing the adapter was trained and evaluated with
+        preprocess = {k: v for k, v in model.preprocess.to_dict().items() if k != "size"}
         folder_cfg = {"model_cfg": {**model_cfg, "quick_gelu": quick}, "preprocess_cfg": preprocess}
         atomic_write_text(os.path.join(output, "open_clip_config.json"), json.dumps(folder_cfg, indent=2) + "\n")
+        if hasattr(model.tokenizer, "save_pretrained"):  # open_clip reads a folder's HF tokenizer from it
+            model.tokenizer.save_pretrained(output)
         result["load"] = f"open_clip.create_model_and_transforms('local-dir:{output}')"
     return result
+
+
+def _model_cfg(name: str) -> dict | None:
+    """open_clip's model config of a built-in name or a local-dir: folder."""
+    import open_clip
+
+    if name.startswith("local-dir:"):
+        path = os.path.join(name[len("local-dir:"):], "open_clip_config.json")
+        try:
+            with open(path, encoding="utf-8") as f:
+                return json.load(f).get("model_cfg")
+        except (OSError, ValueError):
+            return None
+    return open_clip.get_model_config(name)
