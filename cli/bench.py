@@ -91,8 +91,7 @@ def ops_cmd(sizes, dtype, device, backends, repeat, warmup, threads, calls, as_j
                        warmup=warmup, threads=threads, calls=calls), as_json, output, quiet)
 
 
-_model_options = _options(
-    click.option("--model", default="glad-tiny", help="open_clip model name, or glad-tiny."),
+_run_options = _options(
     click.option("--pretrained", default="none",
                  help="Weights tag or file; 'none' = random init (times do not depend on the weights)."),
     click.option("--rounds", type=click.IntRange(1), default=10, help="Timed rounds (each runs every method once)."),
@@ -105,6 +104,11 @@ _model_options = _options(
                  help="auto: process CPU time summed over threads on a CPU (robust on a shared machine), "
                       "wall time on a GPU."),
     click.option("--seed", type=int, default=0, help="Backbone, adapter and batch seed."),
+)
+_model_options = _options(
+    click.option("--model", default="glad-tiny", help="open_clip model name, or glad-tiny."),
+    click.option("--tokenizer", default=None, help="A local tokenizer folder or tokenizer.json (SigLIP & co)."),
+    _run_options,
 )
 
 
@@ -236,3 +240,28 @@ def world_cmd(budget, split, threads, as_json, output, quiet):
     from glad.bench.world import Config
 
     _run("world", Config(budget=budget, split=split, threads=threads), as_json, output, quiet)
+
+
+@bench.command("backbones")
+@click.option("--model", "models", multiple=True, default=["ViT-B-16", "ViT-B-16-SigLIP2"], show_default=True,
+              help="open_clip models to time side by side (repeatable).")
+@click.option("--tokenizer", "tokenizers", multiple=True, metavar="MODEL=PATH",
+              help="A local tokenizer for one model (repeatable), e.g. ViT-B-16-SigLIP2=~/siglip2-tokenizer.")
+@_run_options
+@click.option("--batch-size", type=click.IntRange(1), default=32, help="Images per step.")
+@click.option("--num-classes", type=click.IntRange(1), default=10, help="Classes (prompts encoded every pass).")
+@click.option("--method", "methods", multiple=True, type=click.Choice(_METHODS),
+              help="Methods to time (repeatable; default: lora and glad).")
+@_report_options
+def backbones_cmd(models, tokenizers, pretrained, methods, as_json, output, quiet, **settings):
+    """The GLAD step against the plain LoRA step on several model families, in one run."""
+    from glad.bench.backbones import Config
+
+    pairs = {}
+    for item in tokenizers:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise click.BadParameter(f"{item!r}: expected MODEL=PATH", param_hint="--tokenizer")
+        pairs[name] = path
+    _run("backbones", Config(models=tuple(models), tokenizers=pairs, pretrained=_none(pretrained),
+                             methods=tuple(methods) or ("lora", "glad"), **settings), as_json, output, quiet)

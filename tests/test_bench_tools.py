@@ -77,7 +77,18 @@ def test_host_times_every_call(tiny, tmp_path):
     assert "clock: wall time" in table
 
 
-@pytest.mark.parametrize("name", ["ops", "train", "eval", "data", "gradreg", "alignnet", "text", "host", "world"])
+def test_backbones_times_lora_and_glad_on_each_model(tiny, tmp_path):
+    report, table = _bench(tmp_path, "backbones", "--model", TINY_MODEL, "--model", "glad-tiny", "--rounds", "1",
+                           "--warmup", "0", "--batch-size", "2", "--num-classes", "2", "--device", "cpu")
+    assert list(report["models"]) == [TINY_MODEL, "glad-tiny"]
+    for m in report["models"].values():
+        lora, glad = m["methods"]["lora"], m["methods"]["glad"]
+        assert lora["ratio_to_lora"] == 1.0 and glad["ratio_to_lora"] == glad["median_ms"] / lora["median_ms"]
+    assert TINY_MODEL in table and "glad/lora" in table
+
+
+@pytest.mark.parametrize("name", ["ops", "train", "eval", "data", "gradreg", "alignnet", "text", "host", "world",
+                                  "backbones"])
 def test_every_benchmark_script_is_its_glad_bench_command(name):
     script = os.path.join(ROOT, "benchmarks", f"bench_{name}.py")
     res = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, timeout=120)

@@ -20,6 +20,7 @@ class ModelBenchConfig:
 
     model: str = "glad-tiny"
     pretrained: str | None = None
+    tokenizer: str | None = None  # a local tokenizer, for models whose own would be downloaded
     batch_size: int = 32
     num_classes: int = 10
     rounds: int = 10
@@ -67,11 +68,11 @@ def image_size(clip) -> int:
     return size[0] if isinstance(size, (tuple, list)) else int(size)
 
 
-def load_backbone(model: str, pretrained: str | None, device, seed: int = 0):
+def load_backbone(model: str, pretrained: str | None, device, seed: int = 0, tokenizer: str | None = None):
     """The frozen CLIP (eval mode), its tokenizer and image size; seeded like the engine's runner."""
     from glad.models.loading import load_base_clip
 
-    clip, _, _, tokenizer = load_base_clip(model, pretrained, device=device, seed=seed)
+    clip, _, _, tokenizer = load_base_clip(model, pretrained, device=device, seed=seed, tokenizer=tokenizer)
     return clip.eval(), tokenizer, image_size(clip)
 
 
@@ -124,7 +125,7 @@ def prepare(cfg, bench: str, command: str | None):
     rt = runtime(cfg.device, cfg.precision)
     clock = Clock(rt.device, cfg.clock)
     head = report.start(bench, cfg, rt.device, clock.kind, command)
-    clip, tokenizer, size = load_backbone(cfg.model, cfg.pretrained, rt.device, cfg.seed)
+    clip, tokenizer, size = load_backbone(cfg.model, cfg.pretrained, rt.device, cfg.seed, cfg.tokenizer)
     batch = random_batch(cfg.batch_size, cfg.num_classes, size, cfg.seed, rt.device)
     head.update(image_size=size, model_config=model_config(cfg.model), prompt_template=TEMPLATE)
     return head, rt, clock, clip, tokenizer, batch
