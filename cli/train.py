@@ -102,6 +102,8 @@ def _build_config(ctx: click.Context, params: dict, demo: bool = False) -> Train
         if plural in explicit:
             values[plural] = list(params[plural])
     if "seed" in explicit:
+        if "seeds" in explicit:
+            _fail(f"--seed {params['seed']} and --seeds {' '.join(map(str, params['seeds']))} conflict; pass one of them")
         values["seeds"] = [params["seed"]]
     if values.get("protocol") == "few-shot" and "shots" not in explicit | set(file_values) and not demo_run:
         from glad.data.protocols import FEW_SHOT_SHOTS

@@ -17,6 +17,9 @@ def test_defaults_match_the_paper():
 @pytest.mark.parametrize("field,value,flag", [
     ("gradreg_alpha", 1.5, "--gradreg-alpha"), ("rho", -0.1, "--rho"), ("shots", [0], "--shots"),
     ("protocol", "zero-shot", "protocol"), ("methods", ["coop"], "method"), ("precision", "fp8", "--precision"),
+    ("max_iters", 0, "--max-iters"), ("warmup_iters", -5, "--warmup-iters"),
+    ("checkpoint_every", -3, "--checkpoint-every"), ("eval_batch_size", 0, "--eval-batch-size"),
+    ("lora_encoders", ["audio"], "--lora-encoders"), ("lora_targets", ["qkv"], "--lora-targets"),
 ])
 def test_invalid_settings_are_named(field, value, flag):
     with pytest.raises(ConfigError, match=flag):

@@ -451,6 +451,9 @@ def load_tokenizer(model: str, clip, path: str | None = None, cache_dir: str | N
                              f"{str(e).splitlines()[0] if str(e) else ''}") from e
     try:
         return open_clip.get_tokenizer(model, cache_dir=cache_dir)
+    except ImportError as e:
+        raise ImportError(f"the tokenizer of model {model!r} needs the transformers package ({e}); "
+                          "pip install transformers (or glad[hf])") from None
     except Exception as e:
         source = text_cfg.get("hf_tokenizer_name") or "the Hugging Face hub"
         raise WeightsUnavailableError(
