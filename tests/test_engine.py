@@ -416,3 +416,24 @@ def test_builtin_transfer_demos_share_their_source_model(tmp_path):
     dg = [r for r in records if r["protocol"] == "domain-generalization"]
     assert {r["eval_dataset"] for r in dg} == {"world_shapes", "world_sketch", "world_noisy", "world_palette"}
     assert next(r for r in dg if r["eval_dataset"] == "world_shapes")["reused_from"]["protocol"] == "cross-dataset"
+
+
+@pytest.mark.slow
+def test_torchrun_zeroshot_over_several_seeds_reuses_on_every_rank(tiny, data_root, tmp_path):
+    """zero-shot is evaluated once for all seeds: every rank must decide so, or the ranks'
+    collectives no longer match (each rank used to decide from a record only rank 0 holds)."""
+    launcher = write_launcher(tmp_path, tiny)
+    flags = base_flags(data_root, tmp_path / "x") + ["--dataset", "oxford_pets", "--method", "zeroshot",
+                                                     "--seeds", "1", "--seeds", "2", "--seeds", "3"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    one = subprocess.run([PYTHON, str(launcher), "train", *flags, "--output", str(tmp_path / "one")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert one.returncode == 0, one.stderr[-2000:]
+    two = subprocess.run([PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(launcher), "train", *flags, "--output", str(tmp_path / "two")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert two.returncode == 0, two.stderr[-3000:]
+    key = lambda r: (r["seed"], r["split"], r["accuracy"], "reused_from" in r)  # noqa: E731
+    records = {p: sorted(map(key, read_records(str(tmp_path / p / "results.jsonl")))) for p in ("one", "two")}
+    assert records["one"] == records["two"]
+    assert sum(reused for *_, reused in records["two"]) == 4  # seeds 2 and 3, base and novel

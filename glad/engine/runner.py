@@ -329,10 +329,13 @@ class Runner:
             return
         fresh = []
         for eval_name, split in todo:
-            earlier = self.reusable.get(_reuse_key(method, *keys[eval_name, split]))
-            if earlier is None:
+            # decided by the key, which every rank holds (only rank 0 holds the record itself), so
+            # all ranks take the same path and their collectives stay matched
+            reuse_key = _reuse_key(method, *keys[eval_name, split])
+            if reuse_key not in self.reusable:
                 fresh.append((eval_name, split))
             elif runtime.is_main:  # the same model on the same images: its record, not a new pass
+                earlier = self.reusable[reuse_key]
                 self._record(results_path, {**earlier, "protocol": cfg.protocol, "train_dataset": train_label,
                                             "seed": seed, "shots": job.shots, "eval_seconds": 0.0,
                                             "reused_from": {k: earlier[k] for k in ("protocol", "seed")},
