@@ -18,6 +18,7 @@ from glad.config import (
     TrainConfig,
     canonical_settings,
     default_workers,
+    is_user_data,
 )
 
 # TrainConfig field -> option name, for every flag that maps one-to-one.
@@ -105,6 +106,12 @@ def _build_config(ctx: click.Context, params: dict, demo: bool = False) -> Train
         if "seeds" in explicit:
             _fail(f"--seed {params['seed']} and --seeds {' '.join(map(str, params['seeds']))} conflict; pass one of them")
         values["seeds"] = [params["seed"]]
+    given = explicit | set(file_values)
+    if ("protocol" not in given and values.get("datasets") and not demo_run
+            and all(is_user_data(d) for d in values["datasets"])):
+        values["protocol"] = "finetune"  # your own data: every class, every image (see --protocol)
+    if values.get("protocol") == "finetune" and "shots" not in given:
+        values["shots"] = [0]  # every training image
     if values.get("protocol") == "few-shot" and "shots" not in explicit | set(file_values) and not demo_run:
         from glad.data.protocols import FEW_SHOT_SHOTS
 

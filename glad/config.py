@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 ENCODERS = ("image", "text")
 TARGETS = ("q", "k", "v", "out", "mlp_fc", "mlp_proj")
 
-PROTOCOLS = ("base-to-novel", "cross-dataset", "domain-generalization", "few-shot")
+PROTOCOLS = ("base-to-novel", "cross-dataset", "domain-generalization", "few-shot", "finetune")
 
 
 @dataclass(frozen=True)
@@ -123,7 +123,10 @@ class TrainConfig:
             (self.rho >= 0.0 and math.isfinite(self.rho), f"--rho must be >= 0, got {self.rho}"),
             (self.delta > 0.0, f"--delta must be > 0, got {self.delta}"),
             (self.kl_weight >= 0.0, f"--kl-weight must be >= 0, got {self.kl_weight}"),
-            (bool(self.shots) and all(k >= 1 for k in self.shots), f"--shots must be >= 1, got {self.shots}"),
+            (bool(self.shots) and (all(k >= 1 for k in self.shots) or (self.shots == [0] and self.protocol == "finetune")),
+             f"--shots must be >= 1 (--protocol finetune: 0 = every training image), got {self.shots}"),
+            (self.protocol != "finetune" or bool(self.datasets),
+             "--protocol finetune trains on your data: pass --dataset imagefolder:PATH (or a CSV / split JSON)"),
             (len(self.shots) == 1 or self.protocol == "few-shot",
              f"several --shots ({self.shots}) need --protocol few-shot; other protocols train one shot count"),
             (len(set(self.shots)) == len(self.shots), f"--shots repeats a value: {self.shots}"),
@@ -285,3 +288,9 @@ def default_workers() -> int:
 
 def dumps(config: TrainConfig) -> str:
     return json.dumps(config.to_dict(), indent=2, sort_keys=True)
+
+
+def is_user_data(spec: str) -> bool:
+    """A dataset the user brings (an image folder, a CSV, a split JSON), not a named one."""
+    raw = str(spec).strip().lower()
+    return raw.startswith("imagefolder:") or raw.endswith((".csv", ".json"))

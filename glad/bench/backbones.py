@@ -18,6 +18,7 @@ from glad.bench import report as reports
 class Config(backbone.ModelBenchConfig):
     """Settings of `glad bench backbones`; `tokenizers` maps a model to a local tokenizer."""
 
+    model: str = ""  # unused: see models
     models: Sequence[str] = ("ViT-B-16", "ViT-B-16-SigLIP2")
     tokenizers: dict[str, str] = field(default_factory=dict)
     methods: Sequence[str] = ("lora", "glad")

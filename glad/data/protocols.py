@@ -8,6 +8,9 @@
 * "domain-generalization": the same ImageNet model; test on ImageNet-V2, -Sketch, -A, -R.
 * "few-shot": each of the 11 datasets on its own, all classes, K shots (CoOp's and
   CLIP-LoRA's main table: K in 1, 2, 4, 8, 16), tested on the full test split.
+* "finetune": your own data (the default for `imagefolder:`, CSV and split-JSON datasets):
+  every class with every training image (`--shots K` subsamples), tested on the test split;
+  the adapter knows every class, so `glad predict` serves them all.
 
 Other dataset sets (glad's built-in offline world) are variants of the same protocols:
 `register_protocol_defaults(protocol, source, targets, variant="builtin")` adds one,
@@ -25,6 +28,7 @@ TRANSFER_TARGETS = ("caltech101", "oxford_pets", "stanford_cars", "oxford_flower
                     "fgvc_aircraft", "sun397", "dtd", "eurosat", "ucf101")
 BASE_TO_NOVEL_DATASETS = ("imagenet",) + TRANSFER_TARGETS
 DG_TARGETS = ("imagenetv2", "imagenet_sketch", "imagenet_a", "imagenet_r")
+ALL_SHOTS = 0  # `shots` meaning every training image (no few-shot draw)
 
 
 @dataclass(frozen=True)
@@ -61,6 +65,8 @@ PROTOCOLS: dict[str, Protocol] = {p.name: p for p in (
              "imagenet", DG_TARGETS),
     Protocol("few-shot", "train on all classes of each dataset with K shots, test on its full test split",
              None, BASE_TO_NOVEL_DATASETS),
+    Protocol("finetune", "train on every class of each dataset with all its training images, test on its "
+             "test split", None, (), shots=ALL_SHOTS),
 )}
 FEW_SHOT_SHOTS = (1, 2, 4, 8, 16)
 
@@ -72,7 +78,8 @@ def normalize_protocol(name: str) -> str:
     key = name.strip().lower().replace("_", "-")
     aliases = {"b2n": "base-to-novel", "base2novel": "base-to-novel", "base-to-new": "base-to-novel",
                "xd": "cross-dataset", "dg": "domain-generalization", "domain-generalisation":
-               "domain-generalization", "fewshot": "few-shot", "few_shot": "few-shot"}
+               "domain-generalization", "fewshot": "few-shot", "few_shot": "few-shot", "fine-tune": "finetune",
+               "full": "finetune"}
     key = aliases.get(key, key)
     if key not in PROTOCOLS:
         raise ValueError(f"unknown protocol {name!r}; choose one of {', '.join(PROTOCOLS)}")

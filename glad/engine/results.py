@@ -193,18 +193,19 @@ def transfer_table(records: list[dict], protocol: str) -> Table:
     return Table(f"{title.get(protocol, protocol)} (top-1 %, {STD_NOTE})", header, rows, csv_header, csv_rows)
 
 
-def few_shot_table(records: list[dict]) -> Table:
+def few_shot_table(records: list[dict], protocol: str = "few-shot") -> Table:
     """Accuracy on the full test split per dataset and shot count (CoOp's Figure 3 / CLIP-LoRA's
-    Table 1), grouped by dataset, then the Average group (mean over datasets per shot count)."""
+    Table 1), grouped by dataset, then the Average group (mean over datasets per shot count).
+    For "finetune", the same with every training image (or the --shots given)."""
     grouped = defaultdict(dict)
     for rec in records:
-        if rec.get("protocol") == "few-shot":
+        if rec.get("protocol") == protocol:
             grouped[(rec["method"], rec["train_dataset"], rec.get("shots", 16))][rec["seed"]] = rec["accuracy"]
     acc = {k: [v[s] for s in sorted(v)] for k, v in grouped.items()}
     methods = _method_order(k[0] for k in acc)
     datasets = _ordered(k[1] for k in acc)
     shots = sorted({k[2] for k in acc})
-    label = [f"{k} shot" + ("s" if k != 1 else "") for k in shots]
+    label = ["all images" if k == 0 else f"{k} shot" + ("s" if k != 1 else "") for k in shots]
     rows, csv_rows = [], []
     per_shot = defaultdict(list)
     for ds in datasets:
@@ -229,8 +230,8 @@ def few_shot_table(records: list[dict]) -> Table:
                                                   for c in ((f"{statistics.fmean(m):.4f}", "") if m else ("", "")))])
             first = False
     csv_header = ["Dataset", "Method", *(c for name in label for c in (name, f"{name} std"))]
-    return Table(f"Few-shot classification (top-1 %, {STD_NOTE})", ["Dataset", "Method", *label], rows,
-                 csv_header, csv_rows)
+    title = "Fine-tuned on all classes" if protocol == "finetune" else "Few-shot classification"
+    return Table(f"{title} (top-1 %, {STD_NOTE})", ["Dataset", "Method", *label], rows, csv_header, csv_rows)
 
 
 def build_tables(records: list[dict]) -> list[Table]:
@@ -239,8 +240,8 @@ def build_tables(records: list[dict]) -> list[Table]:
     for protocol in protocols:
         if protocol == "base-to-novel":
             tables.append(base_to_novel_table(records))
-        elif protocol == "few-shot":
-            tables.append(few_shot_table(records))
+        elif protocol in ("few-shot", "finetune"):
+            tables.append(few_shot_table(records, protocol))
         else:
             tables.append(transfer_table(records, protocol))
     return tables

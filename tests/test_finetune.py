@@ -1,0 +1,58 @@
+"""Your own data: an image folder trains on every class with every training image by default
+(the finetune protocol), and the adapter then names any of its classes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from click.testing import CliRunner
+from data_fixtures import make_imagefolder
+from engine_fixtures import TINY_MODEL
+from glad_cli.main import cli
+
+CLASSES = ["red_circle", "blue_square", "green_triangle", "orange_star"]
+
+
+def _train(tmp_path, *extra):
+    folder = make_imagefolder(tmp_path / "shapes", per_class=5, splits=("train", "test"), classnames=CLASSES)
+    out = tmp_path / "run"
+    res = CliRunner().invoke(cli, ["train", "--dataset", f"imagefolder:{folder}", "--model", TINY_MODEL,
+                                   "--pretrained", "none", "--method", "glad", "--seed", "1", "--epochs", "1",
+                                   "--batch-size", "4", "--workers", "0", "--device", "cpu", "--output", str(out),
+                                   *extra])
+    assert res.exit_code == 0, res.output
+    return folder, out, res.output
+
+
+@pytest.mark.usefixtures("tiny")
+def test_own_folder_trains_every_class_on_every_image(tmp_path):
+    folder, out, output = _train(tmp_path)
+    run = json.loads((out / "config.json").read_text())
+    assert run["config"]["protocol"] == "finetune" and run["config"]["shots"] == [0]
+    job = out / "glad" / "shapes-all" / "seed1"
+    assert json.loads((job / "done.json").read_text())["steps"] == 5  # 4 classes x 5 images, batch 4, 1 epoch
+    adapter = json.loads((job / "adapter" / "adapter_config.json").read_text())
+    assert sorted(adapter["classnames"]) == sorted(CLASSES)  # every class, not the base half
+    records = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    assert [(r["split"], r["num_samples"]) for r in records] == [("all", 20)]
+    assert "Fine-tuned on all classes" in output and "all images" in output
+    res = CliRunner().invoke(cli, ["predict", "--adapter", str(job / "adapter"), str(folder / "test"),
+                                   "--top-k", "4", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    named = {line.split(": ")[1].split(",")[0].rsplit(" ", 1)[0] for line in res.output.splitlines() if ": " in line}
+    assert named and named <= set(CLASSES)
+
+
+@pytest.mark.usefixtures("tiny")
+def test_shots_subsample_own_data(tmp_path):
+    _, out, _ = _train(tmp_path, "--shots", "2")
+    job = out / "glad" / "shapes-all" / "seed1"
+    assert json.loads((job / "done.json").read_text())["steps"] == 2  # 4 classes x 2 shots, batch 4
+
+
+def test_finetune_needs_a_dataset_and_shots_zero_is_its_alone():
+    res = CliRunner().invoke(cli, ["train", "--protocol", "finetune"])
+    assert res.exit_code == 2 and "--dataset imagefolder:PATH" in res.output
+    res = CliRunner().invoke(cli, ["train", "--dataset", "dtd", "--shots", "0"])
+    assert res.exit_code == 2 and "--shots must be >= 1" in res.output
