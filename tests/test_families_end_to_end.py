@@ -105,3 +105,15 @@ def test_family_trains_evaluates_predicts_and_exports(tmp_path, name, one_thread
     base, _, _ = open_clip.create_model_and_transforms(model)
     with torch.no_grad():
         assert not torch.allclose(base.eval().encode_text(tokens), plain.encode_text(tokens))
+
+
+def test_a_tower_without_attention_is_refused_before_any_work(tmp_path):
+    folder = shrunk_folder(tmp_path, "convnext_tiny", tokenizer=False)
+    data = make_imagefolder(tmp_path / "pets", per_class=2, splits=("train", "test"), classnames=CLASSES)
+    out = tmp_path / "run"
+    res = CliRunner().invoke(cli, ["train", "--model", f"local-dir:{folder}", "--dataset", f"imagefolder:{data}",
+                                   "--device", "cpu", "--output", str(out)])
+    assert res.exit_code == 2, res.output
+    [line] = [x for x in res.output.splitlines() if x.startswith("glad: error:")]
+    assert "--lora-encoders text" in line
+    assert not (out / "glad").exists()  # nothing trained or written for a job
