@@ -353,7 +353,8 @@ def train(ctx, resume, demo, **params):
 @click.option("--cache-dir", default=None, help="Where downloaded weights are cached.")
 @click.option("--offline", is_flag=True, help="Never reach the network for weights.")
 @click.option("--batch-size", type=int, default=128, help="Evaluation batch size.")
-@click.option("--workers", type=int, default=4, help="Data-loading worker processes (0: in the main one).")
+@click.option("--workers", type=click.IntRange(0), default=None,
+              help="Data-loading worker processes (0: in the main one; default: the usable CPUs, at most 16).")
 @click.option("--device", default="auto", help="auto, cpu, cuda or cuda:N.")
 @click.option("--precision", type=click.Choice(list(EVAL_PRECISIONS)), default="auto",
               help="Evaluation autocast; auto: fp16 on a GPU (as CoOp's CLIP numbers), fp32 on a CPU.")
@@ -368,7 +369,8 @@ def evaluate_cmd(adapter, template, datasets, split, data_root, model, pretraine
     _setup_logging()
     results = _run_guarded(lambda: evaluate_adapter(
         adapter=adapter, datasets=list(datasets), split=split, data_root=data_root, model=model,
-        pretrained=pretrained, tokenizer=tokenizer, cache_dir=cache_dir, offline=offline, batch_size=batch_size, workers=workers,
+        pretrained=pretrained, tokenizer=tokenizer, cache_dir=cache_dir, offline=offline, batch_size=batch_size,
+        workers=default_workers() if workers is None else workers,
         device=device, precision=precision, template=template))
     if as_json:
         click.echo(json.dumps(results, indent=2))

@@ -27,6 +27,12 @@ def predict(adapter, images, classes, template, top_k, batch_size, output, devic
 
     An unreadable image is reported on its own line; the others are still classified.
     """
+    from glad.config import check_template
+
+    if template is not None and (problem := check_template(template)):
+        _fail(problem)
+    if output and not output.lower().endswith((".csv", ".json")):
+        _fail(f"--output {output}: predictions are written as .csv or .json; name the file so")
     from glad.engine.use import Classifier, expand_images, write_predictions
 
     _setup_logging()
@@ -60,10 +66,17 @@ def predict(adapter, images, classes, template, top_k, batch_size, output, devic
                    "loadable as local-dir:FOLDER or from the Hub once uploaded).")
 @click.option("--cache-dir", default=None, help="Where downloaded weights and adapters are cached.")
 @click.option("--offline", is_flag=True, help="Never reach the network for weights or adapters.")
-def export(adapter, output, cache_dir, offline):
+@click.option("--force", is_flag=True, help="Replace an earlier export at --output.")
+def export(adapter, output, cache_dir, offline, force):
     """Write the base model with the adapter's LoRA merged into its weights, for open_clip alone."""
+    import os
+
     from glad.engine.use import export_merged
 
+    existing = output if os.path.isfile(output) else os.path.join(output, "open_clip_model.safetensors")
+    if os.path.exists(existing) and not force:
+        _fail(f"--output {output} already holds an export ({existing}); pass --force to replace it, "
+              "or choose another --output")
     _setup_logging()
     result = _run_guarded(lambda: export_merged(adapter, output, cache_dir=cache_dir, offline=offline))
     click.echo(f"wrote {result['weights']} ({result['model']}, {'QuickGELU' if result['quick_gelu'] else 'GELU'})")

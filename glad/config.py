@@ -159,9 +159,6 @@ class TrainConfig:
              f"--precision must be one of {', '.join(TRAIN_PRECISIONS)}, got {self.precision!r}"),
             (bool(self.seeds), "no seed given; pass --seeds 1 2 3"),
             (self.grad_clip is None or self.grad_clip > 0, f"--grad-clip must be > 0, got {self.grad_clip}"),
-            (self.template is None or _one_slot(self.template),
-             f"--template must hold exactly one {{}} for the class name, e.g. 'a photo of a {{}}.', "
-             f"got {self.template!r}"),
             (_device_ok(self.device), f"--device must be auto, cpu, cuda or cuda:N, got {self.device!r}"),
             (self.crop_scale is None or (len(self.crop_scale) == 2 and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1),
              f"--crop-scale must be two numbers 0 < low <= high <= 1, got {self.crop_scale}"),
@@ -169,6 +166,8 @@ class TrainConfig:
         for ok, message in checks:
             if not ok:
                 raise ConfigError(message)
+        if self.template is not None and (problem := check_template(self.template)):
+            raise ConfigError(problem)
         return self
 
     def to_dict(self) -> dict:
@@ -257,6 +256,14 @@ def _check_type(name: str, value, annotation) -> None:
 
 
 _FIELD_TYPES = typing.get_type_hints(TrainConfig)
+
+
+def check_template(template: str) -> str | None:
+    """Why `template` is no prompt template (None when it is one)."""
+    if _one_slot(template):
+        return None
+    return (f"--template must hold exactly one {{}} for the class name, e.g. 'a photo of a {{}}.', "
+            f"got {template!r}")
 
 
 def _one_slot(template: str) -> bool:

@@ -150,3 +150,24 @@ def test_export_round_trip_through_open_clip_alone(user_home, tmp_path):
         with torch.no_grad():
             torch.testing.assert_close(plain.encode_image(images), want_img, atol=1e-5, rtol=0)
             torch.testing.assert_close(plain.encode_text(tokens), want_txt, atol=1e-5, rtol=0)
+
+
+def test_predict_and_export_refuse_bad_settings_before_loading(trained, tmp_path):
+    adapter, _ = trained
+    res = CliRunner().invoke(cli, ["predict", "--adapter", str(adapter), str(tmp_path), "--template", "no slot"])
+    assert res.exit_code == 2 and "exactly one {}" in res.output
+    res = CliRunner().invoke(cli, ["predict", "--adapter", str(adapter), str(tmp_path), "--output", "pred.xlsx"])
+    assert res.exit_code == 2 and ".csv or .json" in res.output
+    (tmp_path / "exp").mkdir()
+    (tmp_path / "exp" / "open_clip_model.safetensors").write_bytes(b"earlier")
+    res = CliRunner().invoke(cli, ["export", "--adapter", str(adapter), "--output", str(tmp_path / "exp")])
+    assert res.exit_code == 2 and "--force" in res.output
+    assert (tmp_path / "exp" / "open_clip_model.safetensors").read_bytes() == b"earlier"
+
+
+def test_a_broken_adapter_config_is_named(tmp_path):
+    from glad.models import AdapterMismatchError, read_adapter_config
+
+    (tmp_path / "adapter_config.json").write_text("{not json")
+    with pytest.raises(AdapterMismatchError, match="adapter_config.json is not valid JSON"):
+        read_adapter_config(str(tmp_path))

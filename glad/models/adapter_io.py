@@ -107,9 +107,13 @@ def read_adapter_config(folder: str) -> dict:
     if not os.path.isfile(path):
         raise FileNotFoundError(f"no {CONFIG_NAME} in {folder!r}; pass a folder written by save_adapter "
                                 f"(it holds {CONFIG_NAME} and {WEIGHTS_NAME})")
-    with open(path, encoding="utf-8") as f:
-        config = json.load(f)
-    if config.get("format") != FORMAT:
+    try:
+        with open(path, encoding="utf-8") as f:
+            config = json.load(f)
+    except ValueError as e:
+        raise AdapterMismatchError(f"{path} is not valid JSON ({e}); restore it from the run's adapter folder "
+                                   "or retrain that job") from None
+    if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise AdapterMismatchError(f"{path} is not a glad adapter config (format={config.get('format')!r}, "
                                    f"expected {FORMAT!r})")
     if config.get("format_version", 0) > FORMAT_VERSION:
