@@ -116,3 +116,21 @@ def test_csv_with_integer_labels(tmp_path):
     (tmp_path / "c.csv").write_text("0.png,cat,holdout\n")
     with pytest.raises(gd.DatasetError, match="'holdout'"):
         gd.build_dataset(str(tmp_path / "c.csv"))
+
+
+def test_symlink_cycles_are_refused_and_linked_folders_read_once(tmp_path):
+    folder = make_imagefolder(tmp_path / "shapes", n_classes=2, per_class=2)
+    (folder / "class_0" / "again").symlink_to(folder / "class_1")
+    ds = gd.build_dataset(f"imagefolder:{folder}")
+    assert sum(1 for split in (ds.train, ds.val, ds.test) for d in split) == 6  # class_1's 2 read twice: as linked
+    (folder / "class_1" / "loop").symlink_to(folder)
+    with pytest.raises(gd.DatasetError, match="a cycle"):
+        gd.build_dataset(f"imagefolder:{folder}")
+
+
+def test_a_class_missing_from_a_split_is_named(tmp_path):
+    folder = make_imagefolder(tmp_path / "shapes", n_classes=2, per_class=2, splits=("train",),
+                              classnames=["red_circle", "blue"])
+    make_imagefolder(folder / "test", per_class=2, classnames=["Red_Circle", "blue"])
+    with pytest.warns(UserWarning, match=r"red_circle \(here: Red_Circle\).*differ in case"):
+        gd.build_dataset(f"imagefolder:{folder}")

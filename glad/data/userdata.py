@@ -41,10 +41,22 @@ _SPLITS = ("train", "val", "test")
 
 
 def _images_under(folder: str) -> list[str]:
-    """Image files below `folder`, at any depth, in sorted path order."""
+    """Image files below `folder`, at any depth, in sorted path order. Linked folders are
+    followed once each; a link back to a folder above it (a cycle) is refused."""
     found = []
+    seen = {os.path.realpath(folder)}
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=True):
-        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        keep = []
+        for d in sorted(d for d in dirnames if not d.startswith(".")):
+            sub = os.path.join(dirpath, d)
+            real = os.path.realpath(sub)
+            if real == os.path.commonpath([real, os.path.realpath(dirpath)]):
+                raise DatasetError(f"imagefolder: {sub} links back to {real}, a folder above it (a cycle); "
+                                   "remove the link or point it elsewhere")
+            if real not in seen:  # a folder reached through two links is read once
+                seen.add(real)
+                keep.append(d)
+        dirnames[:] = keep
         found.extend(os.path.join(dirpath, f) for f in sorted(filenames)
                      if not f.startswith(".") and f.lower().endswith(IMAGE_EXTENSIONS))
     return found
@@ -110,7 +122,25 @@ def build_imagefolder(path: str, *, check_files: bool = True) -> DatasetSplits:
     empty = [c for c in classnames if label_of[c] not in found]
     if empty:
         warnings.warn(f"imagefolder: {root}: class folder(s) without images: {empty[:5]}", stacklevel=3)
+    if levels:
+        _warn_split_mismatch(root, split_dirs)
     return _finish(name, splits, classnames, False, name)
+
+
+def _warn_split_mismatch(root: str, split_dirs: dict) -> None:
+    """Name the classes that only some split folders hold (`Red_Circle` in test/ beside
+    `red_circle` in train/ are two classes then, each missing from a split)."""
+    present = {s: set(subfolders(d)) for s, d in split_dirs.items()}
+    everywhere = set.intersection(*present.values())
+    for split, classes in present.items():
+        missing = sorted(set().union(*present.values()) - classes)
+        if missing:
+            lowered = {c.lower(): c for c in classes}
+            near = [f"{m} (here: {lowered[m.lower()]})" for m in missing if m.lower() in lowered]
+            warnings.warn(f"imagefolder: {root}/{split} has no folder for {len(missing)} class(es) the other "
+                          f"splits hold: {', '.join((near or missing)[:10])}"
+                          f"{' - names differ in case only' if near else ''}; "
+                          f"{len(everywhere)} class(es) are in every split", stacklevel=4)
 
 
 def build_split_json(path: str, *, check_files: bool = True) -> DatasetSplits:
