@@ -91,3 +91,24 @@ def test_cached_evaluation_gives_the_same_records(tmp_path):
         assert res.exit_code == 0, res.output
         records[gb] = sorted(json.dumps({k: r[k] for k in keep}) for r in read_records(str(out / "results.jsonl")))
     assert records["0"] == records["8"] and len(records["0"]) == 3 * 2 * 2 * 2
+
+
+def test_every_unreadable_image_is_named_at_once(tmp_path):
+    from data_fixtures import corrupt_image, write_image
+
+    from glad.data.decoded import DecodedImages, header_sizes
+    from glad.data.types import CorruptImageError, Datum
+
+    paths = [write_image(tmp_path / f"img{i}.png", i) for i in range(25)]
+    for p in paths[:23]:  # a cut file: its header reads, its pixels do not
+        corrupt_image(p)
+    items = [Datum(str(p), 0, "x") for p in paths]
+    for workers in (0, 2):
+        with pytest.raises(CorruptImageError) as err:
+            DecodedImages(items, None, workers=workers)
+        message = str(err.value)
+        assert message.startswith("cannot decode 23 image(s)") and "and 3 more" in message and "\n" not in message
+    for p in paths[:3]:  # not an image at all: the header fails too
+        p.write_bytes(b"not an image")
+    with pytest.raises(CorruptImageError, match="cannot decode 3 image"):
+        header_sizes(items)

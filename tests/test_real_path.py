@@ -56,10 +56,11 @@ def test_user_data_runs_write_under_output_with_short_names(tiny, data_root, tmp
     assert res.exit_code == 0, res.output
     assert _listing(tmp_path / "user") == before  # nothing written into the user's data
     for label in ("my_pets", "flowers"):
-        assert (out / "lora" / f"{label}-base" / "seed1" / "adapter" / "adapter_model.safetensors").exists()
+        # your own data: the finetune protocol (every class), here with --shots 2 from base_flags
+        assert (out / "lora" / f"{label}-all" / "seed1" / "adapter" / "adapter_model.safetensors").exists()
     records = read_records(str(out / "results.jsonl"))
     assert {r["eval_dataset"] for r in records} == {"my_pets", "flowers"}
-    md = (out / "results-base-to-novel.md").read_text()
+    md = (out / "results-finetune.md").read_text()
     assert "| my_pets | lora |" in md and str(tmp_path) not in md
     resolved = json.loads((out / "config.json").read_text())["resolved"]["datasets"]
     assert resolved["my_pets"] == f"imagefolder:{mine}"
@@ -99,7 +100,7 @@ def test_failed_training_start_does_not_block_the_corrected_rerun(tiny, tmp_path
     corrupt_image(victim)
     out = tmp_path / "run"
     flags = base_flags(root, out, **{"--epochs": 1, "--shots": 4})
-    _one_line_error(_train(*flags, "--dataset", "dtd", "--method", "lora", "--seed", "1"), "cannot decode image",
+    _one_line_error(_train(*flags, "--dataset", "dtd", "--method", "lora", "--seed", "1"), "cannot decode",
                     victim.name)
     victim.write_bytes(good)
     res = _train(*flags, "--lr", "0.02", "--dataset", "dtd", "--method", "lora", "--seed", "1")
@@ -160,7 +161,7 @@ def test_corrupt_image_with_workers_is_one_line(tiny, tmp_path):
     victim = corrupt_image(next((root / "dtd" / "images").rglob("*_0000.jpg")))
     res = _train(*base_flags(root, tmp_path / "run", **{"--workers": 2, "--shots": 4}), "--dataset", "dtd",
                  "--method", "lora", "--seed", "1")
-    line = _one_line_error(res, "cannot decode image", victim.name)
+    line = _one_line_error(res, "cannot decode", victim.name)
     assert "--skip-corrupt" not in line
 
 

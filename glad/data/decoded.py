@@ -31,32 +31,56 @@ GIB = 1 << 30
 
 
 def header_sizes(items: Sequence[Datum]) -> list[tuple[int, int]]:
-    """(height, width) of each image, from its file header (nothing decoded)."""
-    sizes = []
+    """(height, width) of each image, from its file header (nothing decoded). Every unreadable
+    file is named in one error (the first 20 and a count), not one per run."""
+    sizes, bad = [], []
     for d in items:
         try:
             with Image.open(d.impath) as im:
                 w, h = im.size
         except (OSError, SyntaxError, ValueError) as e:
-            raise CorruptImageError(f"cannot decode image {d.impath} ({type(e).__name__}: {e}); replace or "
-                                    f"remove the file.") from e
+            bad.append(f"{d.impath} ({type(e).__name__})")
+            continue
         sizes.append((h, w))
+    _raise_unreadable(bad)
     return sizes
+
+
+def _raise_unreadable(bad: list[str]) -> None:
+    if bad:
+        more = f" and {len(bad) - 20} more" if len(bad) > 20 else ""
+        raise CorruptImageError(f"cannot decode {len(bad)} image(s): {', '.join(bad[:20])}{more}; replace or "
+                                f"remove the files.")
 
 
 def _decode_all(items, workers: int, convert=np.asarray):
     """(index, convert(RGB image)) for every item, decoded by `workers` threads: PIL decodes
-    with the GIL released, and threads start in microseconds where processes take a second."""
+    with the GIL released, and threads start in microseconds where processes take a second.
+    Every file that does not decode is named in one error at the end."""
     from concurrent.futures import ThreadPoolExecutor
 
     def one(i):
-        return i, convert(load_image(items[i].impath))
+        try:
+            return i, convert(load_image(items[i].impath))
+        except CorruptImageError:
+            return i, None
 
+    bad = []
     if workers <= 1:
-        yield from map(one, range(len(items)))
-        return
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        yield from pool.map(one, range(len(items)), chunksize=4)
+        results = map(one, range(len(items)))
+    else:
+        pool = ThreadPoolExecutor(max_workers=workers)
+        results = pool.map(one, range(len(items)), chunksize=4)
+    try:
+        for i, array in results:
+            if array is None:
+                bad.append(items[i].impath)
+            elif not bad:
+                yield i, array
+    finally:
+        if workers > 1:
+            pool.shutdown()
+    _raise_unreadable(bad)
 
 
 class DecodedImages(Dataset):
