@@ -15,6 +15,7 @@ CLASSES = ["red_circle", "blue_square", "green_triangle", "orange_star"]
 
 
 def _train(tmp_path, *extra):
+    tmp_path.mkdir(parents=True, exist_ok=True)
     folder = make_imagefolder(tmp_path / "shapes", per_class=5, splits=("train", "test"), classnames=CLASSES)
     out = tmp_path / "run"
     res = CliRunner().invoke(cli, ["train", "--dataset", f"imagefolder:{folder}", "--model", TINY_MODEL,
@@ -56,3 +57,16 @@ def test_finetune_needs_a_dataset_and_shots_zero_is_its_alone():
     assert res.exit_code == 2 and "--dataset imagefolder:PATH" in res.output
     res = CliRunner().invoke(cli, ["train", "--dataset", "dtd", "--shots", "0"])
     assert res.exit_code == 2 and "--shots must be >= 1" in res.output
+
+
+@pytest.mark.usefixtures("tiny")
+def test_a_same_named_folder_elsewhere_is_not_taken_as_done(tmp_path):
+    _, out, _ = _train(tmp_path / "a")
+    other = make_imagefolder(tmp_path / "b" / "shapes", per_class=3, splits=("train", "test"), classnames=CLASSES)
+    res = CliRunner().invoke(cli, ["train", "--dataset", f"imagefolder:{other}", "--model", TINY_MODEL,
+                                   "--pretrained", "none", "--method", "glad", "--seed", "1", "--epochs", "1",
+                                   "--batch-size", "4", "--workers", "0", "--device", "cpu", "--output", str(out)])
+    assert res.exit_code == 2, res.output
+    assert "dataset named 'shapes'" in res.output and "done, skipped" not in res.output
+    before = (out / "config.json").read_text()
+    assert str(tmp_path / "a") in before and str(other) not in before  # the record still names the first data

@@ -158,9 +158,33 @@ def _holds_results(output: str) -> bool:
     return False
 
 
-def _write_run_config(cfg: TrainConfig, resolved: dict) -> None:
+def check_data(output: str, mine: dict[str, dict]) -> None:
+    """Refuse to mix data: a dataset name (its table label) in an output folder stands for one
+    source and one file list, so another folder of the same name is not "done" there."""
+    path = os.path.join(output, "config.json")
+    if not os.path.exists(path) or not _holds_results(output):
+        return
+    with open(path, encoding="utf-8") as f:
+        saved = json.load(f).get("data", {})
+    clash = [label for label in mine if label in saved and saved[label] != mine[label]]
+    if clash:
+        label = clash[0]
+        raise OutputConflictError(f"output folder {output} holds results for a dataset named {label!r} from "
+                                  f"{saved[label].get('source')}, with other files than {mine[label].get('source')} "
+                                  "now; choose another --output")
+
+
+def _write_run_config(cfg: TrainConfig, resolved: dict, data: dict[str, dict]) -> None:
+    path = os.path.join(cfg.output, "config.json")
+    earlier = {}
+    if os.path.exists(path):  # another protocol's datasets in this folder stay on record
+        try:
+            with open(path, encoding="utf-8") as f:
+                earlier = json.load(f).get("data", {})
+        except (OSError, ValueError):
+            earlier = {}
     data = {"config": cfg.to_dict(), "training_identity": cfg.training_identity(), "resolved": resolved,
-            **_provenance()}
+            "data": {**earlier, **data}, **_provenance()}
     atomic_write_text(os.path.join(cfg.output, "config.json"), json.dumps(data, indent=2, sort_keys=True))
 
 
@@ -174,6 +198,7 @@ class Runner:
         self._datasets = {}
         self._clip = None
         self.labels: dict[str, str] = {}
+        self._data_identity: dict | None = None
         self._prepared: OrderedDict = OrderedDict()  # (dataset, split, size) -> PreparedTestImages
 
     # -- pieces -------------------------------------------------------------------------
@@ -233,6 +258,16 @@ class Runner:
         self._prepared[key] = PreparedTestImages(items, self.preprocess(), workers=self.workers)
         return self._prepared[key]
 
+    def data_identity(self) -> dict[str, dict]:
+        """{label: where the dataset is read from, and a hash of its file lists} (made once)."""
+        from glad.data.shots import fingerprint
+
+        if self._data_identity is None:
+            self._data_identity = {label: {"source": self.dataset(spec).folder or self.dataset(spec).name,
+                                           "files": fingerprint(self.dataset(spec))}
+                                   for spec, label in self.labels.items()}
+        return self._data_identity
+
     def resolved(self) -> dict:
         """What the settings turned into: the model really built and each dataset's source."""
         clip = self.base_clip()[0]
@@ -268,6 +303,7 @@ class Runner:
             first, *others = missing
             more = f" Also missing: {', '.join(others)}." if others else ""
             raise MissingDataError(missing[first] + more)
+        check_data(cfg.output, self.data_identity())
         self.base_clip()  # weights load (or fail) before anything is written
         if any(METHODS[m].train for m in cfg.methods):
             try:  # a tower LoRA cannot go into is refused now, not after the first job's data load
@@ -281,7 +317,7 @@ class Runner:
                 raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
         if self.runtime.is_main:
             os.makedirs(cfg.output, exist_ok=True)
-            _write_run_config(cfg, self.resolved())
+            _write_run_config(cfg, self.resolved(), self.data_identity())
         # One writer per file: job shards append to their own results file; readers merge them.
         name = "results.jsonl" if shard_count == 1 else f"results-shard{shard_index}-of-{shard_count}.jsonl"
         results_path = os.path.join(cfg.output, name)
