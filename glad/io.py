@@ -53,3 +53,32 @@ def append_line(path: str, line: str) -> None:
         f.write(line.rstrip("\n") + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+class FolderBusyError(RuntimeError):
+    """Another process holds the folder's lock."""
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str, name: str = ".glad.lock"):
+    """Hold an exclusive lock on `folder` (a file `name` in it) for the block; another process
+    asking meanwhile gets FolderBusyError naming the holder. The lock goes with the process
+    (an advisory flock), so a killed run leaves none behind."""
+    import fcntl
+    import time
+
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, name)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode("utf-8", "replace").strip() or "another process"
+            raise FolderBusyError(f"{folder} is in use by another glad run ({holder}); wait for it to finish, "
+                                  "or choose another --output") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}, since {time.strftime('%Y-%m-%d %H:%M:%S')}".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # releases the lock

@@ -70,3 +70,15 @@ def test_a_same_named_folder_elsewhere_is_not_taken_as_done(tmp_path):
     assert "dataset named 'shapes'" in res.output and "done, skipped" not in res.output
     before = (out / "config.json").read_text()
     assert str(tmp_path / "a") in before and str(other) not in before  # the record still names the first data
+
+
+def test_a_second_run_into_a_busy_output_is_refused_naming_the_holder(tmp_path):
+    from glad.config import TrainConfig
+    from glad.engine.runner import OutputConflictError, Runner
+    from glad.io import folder_lock
+
+    out = tmp_path / "run"
+    cfg = TrainConfig(datasets=["imagefolder:/nowhere"], protocol="finetune", shots=[0], output=str(out))
+    with folder_lock(str(out)):
+        with pytest.raises(OutputConflictError, match=r"in use by another glad run \(pid \d+"):
+            Runner(cfg).run()

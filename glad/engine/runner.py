@@ -43,7 +43,7 @@ from glad.engine.evaluate import evaluate, shard
 from glad.engine.results import read_records, write_tables
 from glad.engine.runtime import Runtime, setup_runtime
 from glad.engine.train import StopRequested, train
-from glad.io import append_line, atomic_write_text
+from glad.io import FolderBusyError, append_line, atomic_write_text, folder_lock
 from glad.models import (
     GladModel,
     LoraConfig,
@@ -282,6 +282,18 @@ class Runner:
 
     # -- the run ------------------------------------------------------------------------
     def run(self):
+        """Run the plan; one run at a time per output folder (job-array shards: one per shard)."""
+        cfg = self.cfg
+        if os.environ.get("RANK", "0") != "0":  # under torchrun the run is rank 0's to lock
+            return self._run()
+        name = ".glad.lock" if cfg.shard is None else f".glad-shard-{cfg.shard.replace('/', '-of-')}.lock"
+        try:
+            with folder_lock(cfg.output, name):
+                return self._run()
+        except FolderBusyError as e:
+            raise OutputConflictError(str(e)) from None
+
+    def _run(self):
         cfg = self.cfg
         # Job-parallel: each process runs whole jobs on its own device, no DDP (see job_shard).
         shard_index, shard_count = job_shard(cfg)
