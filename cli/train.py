@@ -79,8 +79,6 @@ _CHOOSERS = ("datasets", "data_root", "model", "pretrained", "protocol")
 
 def _build_config(ctx: click.Context, params: dict, demo: bool = False) -> TrainConfig:
     """Settings in priority order: explicit flags > --config file > built-in demo > TrainConfig."""
-    from glad.engine.defaults import builtin_overrides
-
     source = ctx.get_parameter_source
     sources = click.core.ParameterSource
     explicit = {name for name in params if source(name) in (sources.COMMANDLINE, sources.ENVIRONMENT)}
@@ -93,6 +91,8 @@ def _build_config(ctx: click.Context, params: dict, demo: bool = False) -> Train
     values = {}
     demo_run = demo or not (set(_CHOOSERS) & (chosen | set(file_values)))
     if demo_run:
+        from glad.engine.defaults import builtin_overrides  # imports torch: only for the demo
+
         protocol = params["protocol"] if "protocol" in explicit else file_values.get("protocol", "base-to-novel")
         values.update(builtin_overrides(protocol))
     values.update(file_values)
@@ -313,15 +313,15 @@ def train(ctx, resume, demo, **params):
     import os
     import signal
 
+    threads = params.pop("threads", None)
+    cfg = _build_config(ctx, params, demo=demo)  # settings refused before torch is imported (seconds)
     from glad.engine.runner import run_protocol
     from glad.engine.train import StopRequested
 
-    threads = params.pop("threads", None)
     if threads:
         import torch
 
         torch.set_num_threads(threads)
-    cfg = _build_config(ctx, params, demo=demo)
     # torchrun's elastic restart (--max-restarts) reruns the same command: continue, as --resume
     resume = resume or int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) > 0
     _setup_logging()

@@ -53,3 +53,17 @@ def test_flag_spellings_and_did_you_mean():
         canonical_settings({"epochz": 1})
     with pytest.raises(ConfigError, match="did you mean 'lr'"):
         canonical_settings({"learning-rate": 1})
+
+
+@pytest.mark.parametrize("flags", [["--max-iters", "0"], ["--seed", "1", "--seeds", "2"], ["--lr", "-1"],
+                                   ["--lora-targets", "qkv"], ["--shots", "0"]])
+def test_bad_settings_are_refused_before_torch_is_imported(flags):
+    """A mistyped setting costs a Python start, not torch's import (seconds on a cold disk)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom glad_cli.main import cli\ntry:\n    cli(['train', '--dataset', 'dtd', *sys.argv[1:]])\n"
+            "except SystemExit as e:\n    print('exit', e.code, 'torch' in sys.modules)\n")
+    res = subprocess.run([sys.executable, "-c", code, *flags], capture_output=True, text=True, timeout=120)
+    assert res.stdout.strip() == "exit 2 False", (res.stdout, res.stderr)
+    assert len([line for line in res.stderr.splitlines() if "error" in line.lower()]) == 1, res.stderr
