@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import sys
 
 import torch
 from torch.utils.data import DataLoader
@@ -189,11 +188,11 @@ def train(model, method: Method, cfg: TrainConfig, items, classnames, template, 
             checkpoints.save(step, {n: p for n, p in named}, state)
         runtime.barrier()
 
-    from tqdm.auto import tqdm
+    from glad.progress import Progress
 
     # method, dataset and seed: the job folder's last three parts (<method>/<dataset>-<classes>/seedK)
-    bar = tqdm(total=total_iters, initial=step, desc=" ".join(os.path.normpath(job_dir).split(os.sep)[-3:]),
-               disable=not (runtime.is_main and sys.stderr.isatty()), leave=False)
+    bar = Progress(total_iters, " ".join(os.path.normpath(job_dir).split(os.sep)[-3:]), initial=step,
+                   enabled=runtime.is_main)
     metrics = None
     if runtime.is_main:
         tensorboard = os.path.join(cfg.output, "tensorboard", os.path.relpath(job_dir, cfg.output)) \

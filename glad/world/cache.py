@@ -80,10 +80,11 @@ def building_dir(final: Path, marker: str) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def file_lock(path: Path) -> Iterator[None]:
+def file_lock(path: Path, waiting: str | None = None) -> Iterator[None]:
     """An exclusive advisory lock on `path` (POSIX); a no-op where fcntl is missing.
 
     It keeps two processes (two tests, two ranks) from pretraining the same model at once.
+    `waiting` is said once (a log warning) when another process holds the lock.
     """
     try:
         import fcntl
@@ -92,7 +93,14 @@ def file_lock(path: Path) -> Iterator[None]:
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a+") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if waiting:
+                import logging
+
+                logging.getLogger("glad").warning(waiting)
+            fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         try:
             yield
         finally:

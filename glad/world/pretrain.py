@@ -134,10 +134,9 @@ def _pretrain(model, tokenizer, cfg: PretrainConfig, progress: bool) -> dict:
     losses = []
     bar = None
     if progress:
-        from tqdm.auto import tqdm
+        from glad.progress import Progress
 
-        # disable=None: a bar on a terminal, nothing in logs and CI output.
-        bar = tqdm(total=cfg.steps, desc="pretraining glad-tiny", unit="step", leave=False, disable=None)
+        bar = Progress(cfg.steps, "pretraining glad-tiny")
     start = time.perf_counter()
     try:
         for step in range(cfg.steps):

@@ -121,7 +121,8 @@ def ensure_pretrained(budget: str | PretrainConfig | None = None, cache_dir=None
     path = checkpoint_path(budget, cache_dir)
     if is_fresh(path, cfg):
         return path
-    with file_lock(path.with_suffix(".lock")):
+    with file_lock(path.with_suffix(".lock"), waiting=f"glad-tiny: waiting for another process that is building "
+                                                      f"{path.name} (it takes a few minutes, once)"):
         if is_fresh(path, cfg):  # another process built it while we waited
             return path
         if progress:
