@@ -64,7 +64,7 @@ def test_folder_layout(tmp_path):
     assert config["base_model_name_or_path"] == "tiny" and config["pretrained"] == "tag-a"
     assert config["lora"] == LoraConfig(r=4, targets=("q", "v"), rslora=True).to_dict()
     assert config["alignnet"] == {"embed_dim": 32, "hidden": [256, 128]}
-    assert config["peft_type"] == "LORA" and config["glad_version"]
+    assert "peft_type" not in config and config["glad_version"]  # glad's own config, no PEFT field
     assert read_adapter_config(str(tmp_path)) == config
     tensors = load_file(str(tmp_path / "adapter_model.safetensors"))
     lora_keys = [k for k in tensors if not k.startswith("alignnet.")]
@@ -185,3 +185,17 @@ def test_writes_are_atomic(tmp_path, monkeypatch):
     monkeypatch.undo()
     save_adapter(_glad(), str(tmp_path))  # overwriting works
     assert (tmp_path / "adapter_model.safetensors").read_bytes() != before
+
+
+def test_peft_refuses_glads_folder_and_glad_refuses_peft_and_reads_old_adapters(tmp_path):
+    peft = pytest.importorskip("peft")
+    model = _glad(lora=LoraConfig(r=16))
+    save_adapter(model, str(tmp_path / "glad"))
+    with pytest.raises(TypeError, match="peft_type"):  # never read as rank 8
+        peft.PeftConfig.from_pretrained(str(tmp_path / "glad"))
+    peft.LoraConfig(r=16, target_modules=["q_proj"]).save_pretrained(str(tmp_path / "peft"))
+    with pytest.raises(AdapterMismatchError, match="is a PEFT adapter"):
+        read_adapter_config(str(tmp_path / "peft"))
+    old = json.loads((tmp_path / "glad" / "adapter_config.json").read_text())
+    (tmp_path / "glad" / "adapter_config.json").write_text(json.dumps({**old, "peft_type": "LORA"}))
+    assert read_adapter_config(str(tmp_path / "glad"))["lora"]["r"] == 16  # written by an earlier glad

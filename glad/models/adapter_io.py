@@ -1,4 +1,8 @@
-"""Adapter folders in the PEFT layout: ``adapter_config.json`` + ``adapter_model.safetensors``.
+"""Adapter folders: ``adapter_config.json`` + ``adapter_model.safetensors`` (PEFT's file names).
+
+The config is glad's own (``format: glad-adapter``), not a PEFT LoraConfig: it carries no
+``peft_type``, so PEFT refuses the folder rather than reading glad's settings as its own
+(a rank-16 adapter read as rank 8). Adapters written before carry ``peft_type`` and load.
 
 Keys: ``base_model.model.<module path>.lora_{A,B}.weight`` for LoRA (module paths of the
 open_clip model, e.g. ``visual.transformer.resblocks.0.attn.q_proj``) and
@@ -61,7 +65,6 @@ def adapter_config_dict(model: nn.Module) -> dict:
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
         "glad_version": glad.__version__,
-        "peft_type": "LORA",
         "base_model_name_or_path": model_name,
         "pretrained": pretrained,
         "quick_gelu": uses_quick_gelu(clip),
@@ -113,6 +116,9 @@ def read_adapter_config(folder: str) -> dict:
     except ValueError as e:
         raise AdapterMismatchError(f"{path} is not valid JSON ({e}); restore it from the run's adapter folder "
                                    "or retrain that job") from None
+    if isinstance(config, dict) and config.get("peft_type") and "format" not in config:
+        raise AdapterMismatchError(f"{path} is a PEFT adapter (peft_type {config['peft_type']}), not a glad adapter; "
+                                   "load it with peft.PeftModel.from_pretrained, or pass a folder glad train wrote")
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise AdapterMismatchError(f"{path} is not a glad adapter config (format={config.get('format')!r}, "
                                    f"expected {FORMAT!r})")
