@@ -171,3 +171,12 @@ def test_a_broken_adapter_config_is_named(tmp_path):
     (tmp_path / "adapter_config.json").write_text("{not json")
     with pytest.raises(AdapterMismatchError, match="adapter_config.json is not valid JSON"):
         read_adapter_config(str(tmp_path))
+
+
+def test_an_adapter_on_another_base_model_names_the_base_model(trained, tmp_path):
+    adapter, root = trained
+    res = CliRunner().invoke(cli, ["eval", "--adapter", str(adapter), "--dataset", "dtd", "--data-root", str(root),
+                                   "--model", "glad-tiny", "--pretrained", "none", "--device", "cpu"])
+    assert res.exit_code == 2, res.output
+    [line] = [x for x in res.output.splitlines() if "error" in x]
+    assert "was trained on 'glad-test-tiny'" in line and "pass --model glad-test-tiny" in line

@@ -21,6 +21,7 @@ import torch
 from glad.data.readers import IMAGE_EXTENSIONS
 from glad.data.transforms import Preprocess
 from glad.models import (
+    AdapterMismatchError,
     GladModel,
     LoraConfig,
     WeightsUnavailableError,
@@ -72,16 +73,25 @@ def load_tuned(adapter: str, *, device=None, cache_dir: str | None = None, offli
     weights = pretrained if pretrained is not None else config.get("pretrained", "openai")
     if isinstance(weights, str) and weights.lower() == "none":
         weights = None
-    clip, _, _, tokenizer = load_base_clip(name, weights, cache_dir=cache_dir, device=device, offline=offline,
-                                           quick_gelu=config.get("quick_gelu"), tokenizer=tokenizer or config.get("tokenizer"))
+    tokenizer_path = tokenizer or config.get("tokenizer")
+    clip, _, _, tok = load_base_clip(name, weights, cache_dir=cache_dir, device=device, offline=offline,
+                                     quick_gelu=config.get("quick_gelu"), tokenizer=tokenizer_path)
     lora = LoraConfig.from_dict(config["lora"]) if config.get("lora") else None
     # the preprocessing the adapter was trained with (older adapters: the model's own)
     preprocess = Preprocess.from_dict(config["preprocess"]) if config.get("preprocess") else None
-    net = GladModel(clip, tokenizer, lora=lora, use_alignnet=bool(config.get("alignnet")), model_name=name,
-                    pretrained=weights, preprocess=preprocess,
-                    tokenizer_path=tokenizer or config.get("tokenizer"))
-    net = net.to(clip.logit_scale.device)
-    load_adapter(net, folder)
+    recorded = config.get("base_model_name_or_path")
+    try:
+        net = GladModel(clip, tok, lora=lora, use_alignnet=bool(config.get("alignnet")), model_name=name,
+                        pretrained=weights, preprocess=preprocess, tokenizer_path=tokenizer_path)
+        net = net.to(clip.logit_scale.device)
+        load_adapter(net, folder)
+    except (ValueError, RuntimeError) as e:
+        if model is None or model == recorded:
+            raise
+        # another base model than the adapter's: say so, not which tensor happened to differ
+        raise AdapterMismatchError(f"the adapter in {folder} was trained on {recorded!r} and does not fit "
+                                   f"--model {model!r} ({str(e).splitlines()[0][:200]}); pass --model {recorded} "
+                                   "or leave --model out") from None
     return net, config, folder
 
 
