@@ -246,6 +246,13 @@ def _run_guarded(fn):
     except (ConfigError, DatasetError, OutputConflictError, WeightsUnavailableError, AdapterMismatchError,
             TrainingDivergedError, ValueError, FileNotFoundError) as exc:
         _fail(_one_line(exc))
+    except OSError as exc:  # a full disk, a read-only file system, a file where a folder should be
+        import errno
+
+        where = exc.filename or "a file glad writes"
+        fix = ("free some space and rerun with --resume: finished jobs and checkpoints are kept"
+               if exc.errno == errno.ENOSPC else "choose another --output, or fix its permissions")
+        _fail(f"cannot write {where}: {exc.strerror or exc}; {fix}")
 
 
 class _StopSignals:

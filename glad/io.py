@@ -82,3 +82,23 @@ def folder_lock(folder: str, name: str = ".glad.lock"):
         yield
     finally:
         os.close(fd)  # releases the lock
+
+
+def glad_cache() -> str:
+    """glad's cache folder: `$GLAD_CACHE`, else `~/.cache/glad` (few-shot draws, the built-in
+    world and glad-tiny). An unusable one is refused naming the variable, not a deep path."""
+    configured = os.environ.get("GLAD_CACHE")
+    path = os.path.expanduser(configured or os.path.join("~", ".cache", "glad"))
+    try:
+        os.makedirs(path, exist_ok=True)
+        if not os.access(path, os.W_OK):
+            raise PermissionError(13, "not writable")
+    except OSError as e:
+        what = f"GLAD_CACHE={configured}" if configured else f"glad's cache folder {path}"
+        raise CacheUnusableError(f"{what} is not a usable folder ({e.strerror or e}); point GLAD_CACHE to a "
+                                 "writable folder") from None
+    return path
+
+
+class CacheUnusableError(ValueError):
+    """glad's cache folder cannot be created or written."""

@@ -82,3 +82,35 @@ def test_a_second_run_into_a_busy_output_is_refused_naming_the_holder(tmp_path):
     with folder_lock(str(out)):
         with pytest.raises(OutputConflictError, match=r"in use by another glad run \(pid \d+"):
             Runner(cfg).run()
+
+
+@pytest.mark.usefixtures("tiny")
+def test_file_system_problems_are_one_line(tmp_path, monkeypatch):
+    folder = make_imagefolder(tmp_path / "shapes", per_class=3, splits=("train", "test"), classnames=CLASSES)
+    flags = ["train", "--dataset", f"imagefolder:{folder}", "--model", TINY_MODEL, "--pretrained", "none",
+             "--method", "lora", "--seed", "1", "--max-iters", "1", "--workers", "0", "--device", "cpu"]
+    busy = tmp_path / "a-file"
+    busy.write_text("mine")
+    res = CliRunner().invoke(cli, [*flags, "--output", str(busy)])
+    assert res.exit_code == 2 and "is a file, not a folder" in res.output and busy.read_text() == "mine"
+    ro = tmp_path / "read-only"
+    ro.mkdir()
+    ro.chmod(0o555)
+    import os
+
+    if os.access(ro, os.W_OK):  # root writes anywhere: make the write fail as a read-only file system would
+        import errno
+
+        import glad.io
+
+        def refuse(*a, **k):
+            raise OSError(errno.EROFS, "Read-only file system", str(ro / "run"))
+        monkeypatch.setattr(glad.io.os, "makedirs", refuse)
+    res = CliRunner().invoke(cli, [*flags, "--output", str(ro / "run")])
+    assert res.exit_code == 2, res.output
+    [line] = [x for x in res.output.splitlines() if "error" in x]
+    assert str(ro / "run") in line and ("Read-only" in line or "Permission" in line)
+    monkeypatch.undo()
+    monkeypatch.setenv("GLAD_CACHE", "/proc/x")
+    res = CliRunner().invoke(cli, [*flags, "--shots", "2", "--output", str(tmp_path / "run")])  # draws are cached
+    assert res.exit_code == 2 and "GLAD_CACHE=/proc/x is not a usable folder" in res.output, res.output

@@ -57,8 +57,10 @@ def draw_fewshot(dataset: DatasetSplits, shots: int, seed: int, repeat: bool = F
 
 
 def default_cache_root() -> str:
-    """`$GLAD_CACHE`, else `~/.cache/glad`."""
-    return os.path.expanduser(os.environ.get("GLAD_CACHE") or os.path.join("~", ".cache", "glad"))
+    """`$GLAD_CACHE`, else `~/.cache/glad` (glad.io.glad_cache)."""
+    from glad.io import glad_cache
+
+    return glad_cache()
 
 
 def _file_name(shots: int, seed: int, repeat: bool) -> str:

@@ -284,6 +284,8 @@ class Runner:
     def run(self):
         """Run the plan; one run at a time per output folder (job-array shards: one per shard)."""
         cfg = self.cfg
+        if os.path.exists(cfg.output) and not os.path.isdir(cfg.output):
+            raise OutputConflictError(f"--output {cfg.output} is a file, not a folder; choose a folder for the run")
         if os.environ.get("RANK", "0") != "0":  # under torchrun the run is rank 0's to lock
             return self._run()
         name = ".glad.lock" if cfg.shard is None else f".glad-shard-{cfg.shard.replace('/', '-of-')}.lock"

@@ -259,6 +259,8 @@ def export_merged(adapter: str, output: str, *, cache_dir: str | None = None, of
         notes.append("AlignNet is not in the export: its bias depends on each image, so it cannot be merged "
                      "into weights; glad predict --adapter uses it")
     is_file = output.lower().endswith(".safetensors")
+    if not is_file and os.path.isfile(output):
+        raise ValueError(f"--output {output} is a file; export to a folder (or to a .safetensors file name)")
     if is_file and name.startswith("local-dir:"):
         raise ValueError("open_clip reads a local-dir: model's weights from its folder only; export to a "
                          "folder instead (--output DIR)")

@@ -29,7 +29,9 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     """`cache_dir` if given, else `$GLAD_CACHE`, else `~/.cache/glad`."""
     if cache_dir is not None:
         return Path(cache_dir).expanduser()
-    return Path(os.environ.get("GLAD_CACHE") or Path("~") / ".cache" / "glad").expanduser()
+    from glad.io import glad_cache
+
+    return Path(glad_cache())
 
 
 def source_hash(modules: Iterable[str], extra: object = None) -> str:
