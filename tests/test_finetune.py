@@ -114,3 +114,15 @@ def test_file_system_problems_are_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("GLAD_CACHE", "/proc/x")
     res = CliRunner().invoke(cli, [*flags, "--shots", "2", "--output", str(tmp_path / "run")])  # draws are cached
     assert res.exit_code == 2 and "GLAD_CACHE=/proc/x is not a usable folder" in res.output, res.output
+
+
+@pytest.mark.usefixtures("tiny")
+@pytest.mark.parametrize("classes,per_class,needle", [(["only"], 3, "at least two"),
+                                                      (CLASSES, 1, "no test image")])
+def test_unscorable_data_is_refused_before_training(tmp_path, classes, per_class, needle):
+    folder = make_imagefolder(tmp_path / "shapes", per_class=per_class, classnames=classes)  # glad splits it
+    out = tmp_path / "run"
+    res = CliRunner().invoke(cli, ["train", "--dataset", f"imagefolder:{folder}", "--model", TINY_MODEL,
+                                   "--pretrained", "none", "--device", "cpu", "--workers", "0", "--output", str(out)])
+    assert res.exit_code == 2 and needle in res.output, res.output
+    assert not (out / "glad").exists()

@@ -258,6 +258,27 @@ class Runner:
         self._prepared[key] = PreparedTestImages(items, self.preprocess(), workers=self.workers)
         return self._prepared[key]
 
+    def check_evaluable(self, jobs: list[Job]) -> None:
+        """Refuse now what would fail after training: fewer than two classes to train on, a
+        test split with no image, a scored class without a test image."""
+        for job in jobs:
+            data = self.dataset(job.train_dataset)
+            if len(data.classnames) < 2:
+                raise ConfigError(f"{self.labels[job.train_dataset]} has {len(data.classnames)} class(es); a "
+                                  "classifier needs at least two (one folder per class)")
+            for name, split in job.evals:
+                part = self.dataset(name) if split == "all" else subsample_classes(self.dataset(name), split)
+                label = f"{self.labels[name]}{'' if split == 'all' else f' [{split}]'}"
+                if not part.test:
+                    raise ConfigError(f"{label} has no test images, so nothing can be scored; give it a test/ "
+                                      "folder (or test rows), or at least two images a class")
+                tested = {d.label for d in part.test}
+                untested = [c for i, c in enumerate(part.classnames) if i not in tested]
+                if untested:
+                    raise ConfigError(f"{label}: {len(untested)} class(es) have no test image and could not be "
+                                      f"scored: {', '.join(untested[:10])}; add test images for them (a class "
+                                      "needs at least two images when glad splits the folder)")
+
     def data_identity(self) -> dict[str, dict]:
         """{label: where the dataset is read from, and a hash of its file lists} (made once)."""
         from glad.data.shots import fingerprint
@@ -318,6 +339,7 @@ class Runner:
             more = f" Also missing: {', '.join(others)}." if others else ""
             raise MissingDataError(missing[first] + more)
         check_data(cfg.output, self.data_identity())
+        self.check_evaluable(jobs)
         self.base_clip()  # weights load (or fail) before anything is written
         if any(METHODS[m].train for m in cfg.methods):
             try:  # a tower LoRA cannot go into is refused now, not after the first job's data load
