@@ -1,5 +1,6 @@
 """Deterministic batching: independent of process count and of where a run restarts."""
 
+import pytest
 import torch
 
 from glad.engine.sampling import GlobalBatchSampler, SeededItems, mix_seed
@@ -42,3 +43,12 @@ def test_seeded_items_are_reproducible_and_leave_global_rng_alone():
     assert torch.equal(a, b) and not torch.equal(a, items[(2, 2)])
     assert torch.equal(state, torch.get_rng_state())
     assert mix_seed(1, 2) == mix_seed(1, 2) != mix_seed(2, 1)
+
+
+def test_a_training_set_smaller_than_a_global_batch_over_ranks_is_refused():
+    from glad.engine.sampling import GlobalBatchSampler
+
+    with pytest.raises(ValueError, match=r"smaller than one global batch \(--batch-size 4\) over 2 processes"):
+        GlobalBatchSampler(3, 4, seed=1, rank=1, world_size=2)
+    one = GlobalBatchSampler(3, 4, seed=1)  # one process: a partial batch of all 3, as Dassl
+    assert [len(b) for b in one] == [3]
