@@ -134,3 +134,12 @@ def test_a_class_missing_from_a_split_is_named(tmp_path):
     make_imagefolder(folder / "test", per_class=2, classnames=["Red_Circle", "blue"])
     with pytest.warns(UserWarning, match=r"red_circle \(here: Red_Circle\).*differ in case"):
         gd.build_dataset(f"imagefolder:{folder}")
+
+
+@pytest.mark.parametrize("header", ["", "path,label\n"])
+def test_csv_errors_name_the_files_line(tmp_path, header):
+    write_image(tmp_path / "a.png", 0)
+    (tmp_path / "d.csv").write_text(header + "a.png,cat\n\nb.png\n")  # line 3 (or 4): no label
+    line = 3 + bool(header)
+    with pytest.raises(gd.DatasetError, match=f"row {line} is"):
+        gd.build_dataset(str(tmp_path / "d.csv"))

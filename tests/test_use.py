@@ -180,3 +180,17 @@ def test_an_adapter_on_another_base_model_names_the_base_model(trained, tmp_path
     assert res.exit_code == 2, res.output
     [line] = [x for x in res.output.splitlines() if "error" in x]
     assert "was trained on 'glad-test-tiny'" in line and "pass --model glad-test-tiny" in line
+
+
+def test_glad_tiny_exports_to_a_folder_not_a_bare_file(tmp_path):
+    root = tmp_path / "data"
+    make_coop_dataset(root, "dtd", n_classes=4, per_class=(4, 2, 3))
+    out = tmp_path / "run"
+    res = CliRunner().invoke(cli, ["train", "--model", "glad-tiny", "--pretrained", "none", "--data-root", str(root),
+                                   "--dataset", "dtd", "--method", "lora", "--seed", "1", "--shots", "2",
+                                   "--max-iters", "1", "--workers", "0", "--device", "cpu", "--output", str(out)])
+    assert res.exit_code == 0, res.output
+    adapter = out / "lora" / "dtd-base" / "seed1" / "adapter"
+    res = CliRunner().invoke(cli, ["export", "--adapter", str(adapter), "--output", str(tmp_path / "x.safetensors")])
+    assert res.exit_code == 2 and "export to a folder" in res.output
+    assert not (tmp_path / "x.safetensors").exists()

@@ -158,17 +158,18 @@ def build_csv(path: str, *, check_files: bool = True) -> DatasetSplits:
     require_file(path, "CSV file")
     base = os.path.dirname(path)
     with open(path, newline="", encoding="utf-8") as f:
-        rows = [r for r in csv.reader(f) if r and any(cell.strip() for cell in r)]
+        reader = csv.reader(f)  # rows numbered as the file's lines, blank ones skipped
+        rows = [(reader.line_num, r) for r in reader if r and any(cell.strip() for cell in r)]
     if not rows:
         raise DatasetError(f"CSV file {path} is empty; expected rows 'path,label[,split]'.")
     columns = ["path", "label", "split"]
-    if rows[0][0].strip().lower() == "path":
-        columns = [c.strip().lower() for c in rows[0]]
+    if rows[0][1][0].strip().lower() == "path":
+        columns = [c.strip().lower() for c in rows[0][1]]
         rows = rows[1:]
         if "label" not in columns:
             raise DatasetError(f"CSV file {path}: header {columns} has no 'label' column.")
     records = []
-    for n, row in enumerate(rows, 2 if columns[0] == "path" else 1):
+    for n, row in rows:
         rec = {c: row[i].strip() for i, c in enumerate(columns) if i < len(row)}
         if not rec.get("path") or not rec.get("label"):
             raise DatasetError(f"CSV file {path} row {n} is {row}; expected 'path,label[,split]'.")

@@ -29,6 +29,7 @@ from glad.models import (
     read_adapter_config,
 )
 from glad.models.loading import (
+    BUILTIN_TINY,
     load_base_clip,
     offline_enabled,
     offline_unless_reachable,
@@ -264,6 +265,9 @@ def export_merged(adapter: str, output: str, *, cache_dir: str | None = None, of
     if is_file and name.startswith("local-dir:"):
         raise ValueError("open_clip reads a local-dir: model's weights from its folder only; export to a "
                          "folder instead (--output DIR)")
+    if is_file and name == BUILTIN_TINY:
+        raise ValueError("open_clip alone does not know glad-tiny's architecture; export to a folder instead "
+                         "(--output DIR): its open_clip_config.json carries it")
     weights = output if is_file else os.path.join(output, "open_clip_model.safetensors")
     with atomic_path(weights) as tmp:
         save_file(tensors, tmp, metadata={"format": "pt", "glad_adapter": str(adapter)})
