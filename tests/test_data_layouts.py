@@ -345,7 +345,10 @@ def test_protocols_as_data():
     b2n = gd.PROTOCOLS["base-to-novel"]
     assert b2n.source is None and len(b2n.targets) == 11
     assert b2n.train_classes == "base" and b2n.test_classes == ("base", "novel")
-    assert all(p.shots == 16 and p.seeds == (1, 2, 3) for p in gd.PROTOCOLS.values())
+    research = [p for name, p in gd.PROTOCOLS.items() if name != "finetune"]
+    assert all(p.shots == 16 and p.seeds == (1, 2, 3) for p in research)
+    finetune = gd.PROTOCOLS["finetune"]  # your own data: every class, every training image
+    assert finetune.shots == 0 and finetune.train_classes == "all" and finetune.targets == ()
     assert gd.get_protocol("dg") is dg and gd.get_protocol("cross_dataset") is xd
 
 

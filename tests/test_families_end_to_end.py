@@ -27,6 +27,8 @@ FAMILIES = {  # name -> (lora encoders, needs a local tokenizer)
     "EVA02-B-16": (("image", "text"), False),
     "PE-Core-T-16-384": (("image", "text"), False),
     "RN50": (("image", "text"), False),
+    "MobileCLIP2-S0": (("image", "text"), False),
+    "ViTamin-S": (("image", "text"), False),
     "convnext_tiny": (("text",), False),
 }
 CLASSES = ["red circle", "blue square", "green triangle"]

@@ -72,13 +72,16 @@ def test_a_same_named_folder_elsewhere_is_not_taken_as_done(tmp_path):
     assert str(tmp_path / "a") in before and str(other) not in before  # the record still names the first data
 
 
+@pytest.mark.usefixtures("tiny")
 def test_a_second_run_into_a_busy_output_is_refused_naming_the_holder(tmp_path):
     from glad.config import TrainConfig
     from glad.engine.runner import OutputConflictError, Runner
     from glad.io import folder_lock
 
+    folder = make_imagefolder(tmp_path / "shapes", per_class=3, splits=("train", "test"), classnames=CLASSES)
     out = tmp_path / "run"
-    cfg = TrainConfig(datasets=["imagefolder:/nowhere"], protocol="finetune", shots=[0], output=str(out))
+    cfg = TrainConfig(datasets=[f"imagefolder:{folder}"], protocol="finetune", shots=[0], output=str(out),
+                      model=TINY_MODEL, pretrained=None, device="cpu", workers=0, methods=["lora"], seeds=[1])
     with folder_lock(str(out)):
         with pytest.raises(OutputConflictError, match=r"in use by another glad run \(pid \d+"):
             Runner(cfg).run()

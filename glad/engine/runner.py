@@ -17,6 +17,7 @@ classes), so one output folder serves both and trains it once per seed.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import json
@@ -303,16 +304,23 @@ class Runner:
 
     # -- the run ------------------------------------------------------------------------
     def run(self):
-        """Run the plan; one run at a time per output folder (job-array shards: one per shard)."""
+        """Run the plan; one run at a time per output folder (job-array shards: one per shard),
+        locked from the first write to the end."""
         cfg = self.cfg
         if os.path.exists(cfg.output) and not os.path.isdir(cfg.output):
             raise OutputConflictError(f"--output {cfg.output} is a file, not a folder; choose a folder for the run")
-        if os.environ.get("RANK", "0") != "0":  # under torchrun the run is rank 0's to lock
+        with contextlib.ExitStack() as self._held:
             return self._run()
+
+    def _lock_output(self) -> None:
+        """Take the output folder's lock (rank 0 under torchrun: the ranks are one run) until
+        `run` returns; refused in one line while another run holds it."""
+        cfg = self.cfg
+        if os.environ.get("RANK", "0") != "0":
+            return
         name = ".glad.lock" if cfg.shard is None else f".glad-shard-{cfg.shard.replace('/', '-of-')}.lock"
         try:
-            with folder_lock(cfg.output, name):
-                return self._run()
+            self._held.enter_context(folder_lock(cfg.output, name))
         except FolderBusyError as e:
             raise OutputConflictError(str(e)) from None
 
@@ -351,8 +359,8 @@ class Runner:
                 import tensorboard  # noqa: F401
             except ImportError:
                 raise ConfigError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+        self._lock_output()  # the first write: from here on the folder is this run's
         if self.runtime.is_main:
-            os.makedirs(cfg.output, exist_ok=True)
             _write_run_config(cfg, self.resolved(), self.data_identity())
         # One writer per file: job shards append to their own results file; readers merge them.
         name = "results.jsonl" if shard_count == 1 else f"results-shard{shard_index}-of-{shard_count}.jsonl"
