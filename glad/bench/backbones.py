@@ -37,28 +37,22 @@ class Config(backbone.ModelBenchConfig):
 
 def run(cfg: Config, progress=None, command: str | None = None) -> dict:
     """Time every method of `cfg` on each model; returns the report."""
+    from glad.bench.timing import Clock
+
     cfg.validate()
     say = progress or (lambda _msg: None)
+    device = backbone.runtime(cfg.device, cfg.precision).device
+    report = reports.start("backbones", cfg, device, Clock(device, cfg.clock).kind, command)  # the load before
     shared = {f.name: getattr(cfg, f.name) for f in fields(backbone.ModelBenchConfig)}
     per_model = {}
-    head = None
     for name in cfg.models:
         say(f"{name}")
         one = train.Config(**{**shared, "model": name, "tokenizer": cfg.tokenizers.get(name)},
                            methods=tuple(cfg.methods), split_rounds=0, memory=False)
         result = train.run(one, progress, command)
-        head = head or result
         per_model[name] = {"image_size": result["image_size"], "methods": result["methods"],
                            "load": result["load"]}
-    report = reports.start("backbones", cfg, _device(head), head["clock"], command)
-    report["machine"] = head["machine"]
     return reports.finish(report, models=per_model)
-
-
-def _device(result):
-    import torch
-
-    return torch.device(result["machine"].get("device", "cpu"))
 
 
 def table(report: dict) -> str:
