@@ -22,7 +22,9 @@ from glad_cli.train import _fail, _run_guarded, _setup_logging
               help="Autocast; auto: fp16 on a GPU, fp32 on a CPU.")
 @click.option("--cache-dir", default=None, help="Where downloaded weights and adapters are cached.")
 @click.option("--offline", is_flag=True, help="Never reach the network for weights or adapters.")
-def predict(adapter, images, classes, template, top_k, batch_size, output, device, precision, cache_dir, offline):
+@click.option("--force", is_flag=True, help="Replace an existing --output file.")
+def predict(adapter, images, classes, template, top_k, batch_size, output, device, precision, cache_dir, offline,
+            force):
     """Classify IMAGES (files, folders, globs) with a tuned adapter: top-k classes and probabilities.
 
     An unreadable image is reported on its own line; the others are still classified.
@@ -33,6 +35,10 @@ def predict(adapter, images, classes, template, top_k, batch_size, output, devic
         _fail(problem)
     if output and not output.lower().endswith((".csv", ".json")):
         _fail(f"--output {output}: predictions are written as .csv or .json; name the file so")
+    import os
+
+    if output and os.path.exists(output) and not force:
+        _fail(f"--output {output} exists; pass --force to replace it, or choose another file")
     from glad.engine.use import Classifier, expand_images, write_predictions
 
     _setup_logging()

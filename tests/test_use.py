@@ -158,6 +158,10 @@ def test_predict_and_export_refuse_bad_settings_before_loading(trained, tmp_path
     assert res.exit_code == 2 and "exactly one {}" in res.output
     res = CliRunner().invoke(cli, ["predict", "--adapter", str(adapter), str(tmp_path), "--output", "pred.xlsx"])
     assert res.exit_code == 2 and ".csv or .json" in res.output
+    mine = tmp_path / "mine.csv"
+    mine.write_text("my notes")
+    res = CliRunner().invoke(cli, ["predict", "--adapter", str(adapter), str(tmp_path), "--output", str(mine)])
+    assert res.exit_code == 2 and "--force" in res.output and mine.read_text() == "my notes"
     (tmp_path / "exp").mkdir()
     (tmp_path / "exp" / "open_clip_model.safetensors").write_bytes(b"earlier")
     res = CliRunner().invoke(cli, ["export", "--adapter", str(adapter), "--output", str(tmp_path / "exp")])
