@@ -79,6 +79,8 @@ def export(adapter, output, cache_dir, offline, force):
 
     from glad.engine.use import export_merged
 
+    if os.path.isfile(output) and not output.lower().endswith(".safetensors"):
+        _fail(f"--output {output} is a file; export to a folder, or to a .safetensors file name")
     existing = output if os.path.isfile(output) else os.path.join(output, "open_clip_model.safetensors")
     if os.path.exists(existing) and not force:
         _fail(f"--output {output} already holds an export ({existing}); pass --force to replace it, "

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+import pickle
 import socket
 import sys
 import zipfile
@@ -205,6 +206,15 @@ def uses_quick_gelu(model: torch.nn.Module) -> bool:
 
 def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     """A state dict from safetensors, a torch file (``weights_only=True``) or a TorchScript archive."""
+    try:
+        return _read_state_dict(path)
+    except (OSError, RuntimeError, ValueError, EOFError, pickle.UnpicklingError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ValueError(f"cannot read weights from {path} ({type(e).__name__}: {first[:160]}); pass a "
+                         ".safetensors, torch .pt/.bin or OpenAI TorchScript file of CLIP weights") from None
+
+
+def _read_state_dict(path: str) -> dict[str, torch.Tensor]:
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
         sd = load_file(path, device="cpu")
