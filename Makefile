@@ -22,7 +22,8 @@ $(PY):
 # (an isolated build would fetch another torch into a throwaway environment).
 $(STAMP): pyproject.toml setup.py constraints.txt $(NATIVE) | $(PY)
 	$(PIP) install --quiet -c constraints.txt "setuptools>=69" wheel ninja pybind11 torch torchvision
-	$(PIP) install --quiet -c constraints.txt --no-build-isolation -e ".[dev]"
+	@# setuptools' notice about editable installs reads like an error; it is not one
+	PYTHONWARNINGS="ignore:Editable installation" $(PIP) install --quiet -c constraints.txt --no-build-isolation -e ".[dev]"
 	@touch $(STAMP)
 
 demo: install
