@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 from click.testing import CliRunner
@@ -129,3 +130,35 @@ def test_unscorable_data_is_refused_before_training(tmp_path, classes, per_class
                                    "--pretrained", "none", "--device", "cpu", "--workers", "0", "--output", str(out)])
     assert res.exit_code == 2 and needle in res.output, res.output
     assert not (out / "glad").exists()
+
+
+@pytest.mark.usefixtures("tiny")
+def test_a_full_disk_is_one_line_and_resume_completes_with_nothing_lost(tmp_path, monkeypatch):
+    import errno
+
+    import safetensors.torch
+
+    folder = make_imagefolder(tmp_path / "shapes", per_class=3, splits=("train", "test"), classnames=CLASSES)
+    flags = ["train", "--dataset", f"imagefolder:{folder}", "--model", TINY_MODEL, "--pretrained", "none",
+             "--method", "lora", "--seeds", "1", "--seeds", "2", "--epochs", "1", "--batch-size", "3",
+             "--workers", "0", "--device", "cpu", "--output", str(tmp_path / "run")]
+    real = safetensors.torch.save_file
+
+    def full_disk_on_seed2s_adapter(tensors, path, *a, **kw):
+        if "seed2" in str(path) and "adapter" in os.path.basename(os.path.dirname(str(path))):
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real(tensors, path, *a, **kw)
+
+    monkeypatch.setattr(safetensors.torch, "save_file", full_disk_on_seed2s_adapter)
+    res = CliRunner().invoke(cli, flags)
+    assert res.exit_code == 2, res.output
+    [line] = [x for x in res.output.splitlines() if "error" in x]
+    assert "No space left on device" in line and "--resume" in line
+    first = (tmp_path / "run" / "lora" / "shapes-all" / "seed1" / "adapter" / "adapter_model.safetensors")
+    kept = first.read_bytes()
+    monkeypatch.undo()
+    res = CliRunner().invoke(cli, [*flags, "--resume"])
+    assert res.exit_code == 0, res.output
+    assert first.read_bytes() == kept  # seed 1's finished job untouched
+    records = [json.loads(x) for x in (tmp_path / "run" / "results.jsonl").read_text().splitlines()]
+    assert sorted(r["seed"] for r in records) == [1, 2]
