@@ -48,7 +48,9 @@ def test_seeded_items_are_reproducible_and_leave_global_rng_alone():
 def test_a_training_set_smaller_than_a_global_batch_over_ranks_is_refused():
     from glad.engine.sampling import GlobalBatchSampler
 
-    with pytest.raises(ValueError, match=r"smaller than one global batch \(--batch-size 4\) over 2 processes"):
+    with pytest.raises(ValueError, match=r"does not split evenly over 2 processes"):
         GlobalBatchSampler(3, 4, seed=1, rank=1, world_size=2)
+    shares = [list(GlobalBatchSampler(4, 8, seed=1, rank=r, world_size=2)) for r in (0, 1)]
+    assert [len(s[0]) for s in shares] == [2, 2]  # an even split of a partial batch is fine
     one = GlobalBatchSampler(3, 4, seed=1)  # one process: a partial batch of all 3, as Dassl
     assert [len(b) for b in one] == [3]

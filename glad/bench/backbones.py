@@ -40,6 +40,10 @@ def run(cfg: Config, progress=None, command: str | None = None) -> dict:
     from glad.bench.timing import Clock
 
     cfg.validate()
+    if cfg.threads is not None:  # before the report's head records the machine's threads
+        import torch
+
+        torch.set_num_threads(cfg.threads)
     say = progress or (lambda _msg: None)
     device = backbone.runtime(cfg.device, cfg.precision).device
     report = reports.start("backbones", cfg, device, Clock(device, cfg.clock).kind, command)  # the load before

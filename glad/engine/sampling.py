@@ -45,12 +45,12 @@ class GlobalBatchSampler(Sampler):
         if batch_size % world_size:
             raise ValueError(f"--batch-size {batch_size} must be divisible by the number of processes "
                              f"({world_size}): it is the global batch, split evenly across processes")
-        if world_size > 1 and num_items < batch_size:
-            # a partial global batch splits unevenly (or leaves a rank empty): DDP's mean of the
-            # ranks' means would then not be one process's mean over the batch
+        if world_size > 1 and num_items < batch_size and num_items % world_size:
+            # the one partial global batch would split unevenly (or leave a rank empty): DDP's mean
+            # of the ranks' means would then not be one process's mean over the batch
             raise ValueError(f"the training set ({num_items} images) is smaller than one global batch "
-                             f"(--batch-size {batch_size}) over {world_size} processes; lower --batch-size to at "
-                             f"most {num_items - num_items % world_size or world_size} or train in one process")
+                             f"(--batch-size {batch_size}) and does not split evenly over {world_size} processes; "
+                             f"train in one process, or on a multiple of {world_size} images")
         self.num_items, self.batch_size, self.seed = num_items, batch_size, seed
         self.rank, self.world_size = rank, world_size
         # As Dassl: drop the last partial batch, unless the data is smaller than one batch.
