@@ -169,11 +169,9 @@ def test_kill_and_resume_gives_the_same_adapter_and_results(tiny, data_root, tmp
     assert acc(ref) == acc(killed)
 
 
-@pytest.mark.slow
-def test_torchrun_two_processes_match_one(tiny, data_root, tmp_path):
-    launcher = write_launcher(tmp_path, tiny)
-    flags = base_flags(data_root, tmp_path / "x", **{"--epochs": 2}) + [
-        "--dataset", "oxford_pets", "--method", "glad", "--seed", "1"]
+def _one_process_then_two(launcher, flags, tmp_path):
+    """`glad train flags` in one process into tmp_path/one, then under torchrun with 2 gloo
+    ranks into tmp_path/two; returns the torchrun run (both asserted to succeed)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run([PYTHON, str(launcher), "train", *flags, "--output", str(tmp_path / "one")],
                          capture_output=True, text=True, env=env, timeout=600)
@@ -182,6 +180,15 @@ def test_torchrun_two_processes_match_one(tiny, data_root, tmp_path):
                           str(launcher), "train", *flags, "--output", str(tmp_path / "two")],
                          capture_output=True, text=True, env=env, timeout=600)
     assert two.returncode == 0, two.stderr[-3000:]
+    return two
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_match_one(tiny, data_root, tmp_path):
+    launcher = write_launcher(tmp_path, tiny)
+    flags = base_flags(data_root, tmp_path / "x", **{"--epochs": 2}) + [
+        "--dataset", "oxford_pets", "--method", "glad", "--seed", "1"]
+    two = _one_process_then_two(launcher, flags, tmp_path)
     job = "glad/oxford_pets-base/seed1/adapter/adapter_model.safetensors"
     a, b = load_file(str(tmp_path / "one" / job)), load_file(str(tmp_path / "two" / job))
     assert a.keys() == b.keys()
@@ -425,14 +432,7 @@ def test_torchrun_zeroshot_over_several_seeds_reuses_on_every_rank(tiny, data_ro
     launcher = write_launcher(tmp_path, tiny)
     flags = base_flags(data_root, tmp_path / "x") + ["--dataset", "oxford_pets", "--method", "zeroshot",
                                                      "--seeds", "1", "--seeds", "2", "--seeds", "3"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    one = subprocess.run([PYTHON, str(launcher), "train", *flags, "--output", str(tmp_path / "one")],
-                         capture_output=True, text=True, env=env, timeout=600)
-    assert one.returncode == 0, one.stderr[-2000:]
-    two = subprocess.run([PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          str(launcher), "train", *flags, "--output", str(tmp_path / "two")],
-                         capture_output=True, text=True, env=env, timeout=600)
-    assert two.returncode == 0, two.stderr[-3000:]
+    _one_process_then_two(launcher, flags, tmp_path)
     key = lambda r: (r["seed"], r["split"], r["accuracy"], "reused_from" in r)  # noqa: E731
     records = {p: sorted(map(key, read_records(str(tmp_path / p / "results.jsonl")))) for p in ("one", "two")}
     assert records["one"] == records["two"]
