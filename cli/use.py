@@ -73,7 +73,9 @@ def predict(adapter, images, classes, template, top_k, batch_size, output, devic
 @click.option("--cache-dir", default=None, help="Where downloaded weights and adapters are cached.")
 @click.option("--offline", is_flag=True, help="Never reach the network for weights or adapters.")
 @click.option("--force", is_flag=True, help="Replace an earlier export at --output.")
-def export(adapter, output, cache_dir, offline, force):
+@click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True,
+              help="Precision the weights are stored in (fp16/bf16: half the file; merged in fp32 first).")
+def export(adapter, output, cache_dir, offline, force, dtype):
     """Write the base model with the adapter's LoRA merged into its weights, for open_clip alone."""
     import os
 
@@ -86,8 +88,9 @@ def export(adapter, output, cache_dir, offline, force):
         _fail(f"--output {output} already holds an export ({existing}); pass --force to replace it, "
               "or choose another --output")
     _setup_logging()
-    result = _run_guarded(lambda: export_merged(adapter, output, cache_dir=cache_dir, offline=offline))
-    click.echo(f"wrote {result['weights']} ({result['model']}, {'QuickGELU' if result['quick_gelu'] else 'GELU'})")
+    result = _run_guarded(lambda: export_merged(adapter, output, cache_dir=cache_dir, offline=offline, dtype=dtype))
+    click.echo(f"wrote {result['weights']} ({result['model']}, {'QuickGELU' if result['quick_gelu'] else 'GELU'}, "
+               f"{result['dtype']})")
     for note in result["notes"]:
         click.echo(f"note: {note}")
     click.echo(f"load it with: {result['load']}")

@@ -198,3 +198,26 @@ def test_glad_tiny_exports_to_a_folder_not_a_bare_file(tmp_path):
     res = CliRunner().invoke(cli, ["export", "--adapter", str(adapter), "--output", str(tmp_path / "x.safetensors")])
     assert res.exit_code == 2 and "export to a folder" in res.output
     assert not (tmp_path / "x.safetensors").exists()
+
+
+def test_export_in_half_precision(trained, tmp_path):
+    import open_clip
+    from safetensors.torch import load_file
+
+    adapter, _ = trained
+    sizes, feats = {}, {}
+    image = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    for dtype in ("fp32", "fp16", "bf16"):
+        out = tmp_path / dtype
+        res = CliRunner().invoke(cli, ["export", "--adapter", str(adapter), "--output", str(out), "--dtype", dtype])
+        assert res.exit_code == 0, res.output
+        weights = out / "open_clip_model.safetensors"
+        stored = {v.dtype for v in load_file(str(weights)).values() if v.is_floating_point()}
+        assert stored == {{"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[dtype]}
+        sizes[dtype] = weights.stat().st_size
+        model, _, _ = open_clip.create_model_and_transforms(f"local-dir:{out}")
+        with torch.no_grad():
+            feats[dtype] = model.eval().encode_image(image)
+    assert sizes["fp16"] < 0.55 * sizes["fp32"] and sizes["bf16"] < 0.55 * sizes["fp32"]
+    torch.testing.assert_close(feats["fp16"], feats["fp32"], rtol=0, atol=5e-3)
+    torch.testing.assert_close(feats["bf16"], feats["fp32"], rtol=0, atol=3e-2)

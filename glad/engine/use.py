@@ -227,8 +227,15 @@ def merged_state_dict(model: GladModel) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu").contiguous() for k, v in clip.state_dict().items() if k not in lora}
 
 
-def export_merged(adapter: str, output: str, *, cache_dir: str | None = None, offline: bool = False) -> dict:
+EXPORT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def export_merged(adapter: str, output: str, *, cache_dir: str | None = None, offline: bool = False,
+                  dtype: str = "fp32") -> dict:
     """Write the base model with the adapter's LoRA merged, for open_clip alone.
+
+    `dtype` is the stored precision of the floating-point weights (merged in float32 first);
+    open_clip casts them to the model's precision on load.
 
     `output` ending in `.safetensors`: that weights file, loaded by
     `open_clip.create_model_and_transforms(<model>, pretrained=output)` where <model> is the
@@ -254,7 +261,10 @@ def export_merged(adapter: str, output: str, *, cache_dir: str | None = None, of
         open_clip_name = f"{name}-quickgelu"
         if open_clip.get_model_config(open_clip_name) is None:
             open_clip_name = None  # only the folder form carries QuickGELU then
-    tensors = merged_state_dict(model)
+    if dtype not in EXPORT_DTYPES:
+        raise ValueError(f"--dtype {dtype!r} unknown; choose from {', '.join(EXPORT_DTYPES)}")
+    tensors = {k: v.to(EXPORT_DTYPES[dtype]) if v.is_floating_point() else v
+               for k, v in merged_state_dict(model).items()}
     notes = []
     if config.get("alignnet"):
         notes.append("AlignNet is not in the export: its bias depends on each image, so it cannot be merged "
@@ -271,7 +281,7 @@ def export_merged(adapter: str, output: str, *, cache_dir: str | None = None, of
     weights = output if is_file else os.path.join(output, "open_clip_model.safetensors")
     with atomic_path(weights) as tmp:
         save_file(tensors, tmp, metadata={"format": "pt", "glad_adapter": str(adapter)})
-    result = {"weights": weights, "model": name, "quick_gelu": quick, "notes": notes}
+    result = {"weights": weights, "model": name, "quick_gelu": quick, "dtype": dtype, "notes": notes}
     if is_file:
         if open_clip_name is None:
             raise ValueError(f"open_clip has no QuickGELU config of {name}; export to a folder instead "
