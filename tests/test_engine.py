@@ -169,15 +169,16 @@ def test_kill_and_resume_gives_the_same_adapter_and_results(tiny, data_root, tmp
     assert acc(ref) == acc(killed)
 
 
-def _one_process_then_two(launcher, flags, tmp_path):
+def _one_process_then_two(launcher, flags, tmp_path, parallel: str = "data"):
     """`glad train flags` in one process into tmp_path/one, then under torchrun with 2 gloo
-    ranks into tmp_path/two; returns the torchrun run (both asserted to succeed)."""
+    ranks (`--parallel parallel`) into tmp_path/two; returns the torchrun run (both asserted
+    to succeed)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run([PYTHON, str(launcher), "train", *flags, "--output", str(tmp_path / "one")],
                          capture_output=True, text=True, env=env, timeout=600)
     assert one.returncode == 0, one.stderr[-2000:]
     two = subprocess.run([PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-                          str(launcher), "train", *flags, "--output", str(tmp_path / "two")],
+                          str(launcher), "train", *flags, "--parallel", parallel, "--output", str(tmp_path / "two")],
                          capture_output=True, text=True, env=env, timeout=600)
     assert two.returncode == 0, two.stderr[-3000:]
     return two
@@ -426,14 +427,40 @@ def test_builtin_transfer_demos_share_their_source_model(tmp_path):
 
 
 @pytest.mark.slow
-def test_torchrun_zeroshot_over_several_seeds_reuses_on_every_rank(tiny, data_root, tmp_path):
+@pytest.mark.parametrize("parallel", ["data", "jobs"])
+def test_torchrun_zeroshot_over_several_seeds_reuses_on_every_rank(tiny, data_root, tmp_path, parallel):
     """zero-shot is evaluated once for all seeds: every rank must decide so, or the ranks'
     collectives no longer match (each rank used to decide from a record only rank 0 holds)."""
     launcher = write_launcher(tmp_path, tiny)
     flags = base_flags(data_root, tmp_path / "x") + ["--dataset", "oxford_pets", "--method", "zeroshot",
                                                      "--seeds", "1", "--seeds", "2", "--seeds", "3"]
-    _one_process_then_two(launcher, flags, tmp_path)
-    key = lambda r: (r["seed"], r["split"], r["accuracy"], "reused_from" in r)  # noqa: E731
-    records = {p: sorted(map(key, read_records(str(tmp_path / p / "results.jsonl")))) for p in ("one", "two")}
-    assert records["one"] == records["two"]
-    assert sum(reused for *_, reused in records["two"]) == 4  # seeds 2 and 3, base and novel
+    _one_process_then_two(launcher, flags, tmp_path, parallel)
+    key = lambda r: (r["seed"], r["split"], r["accuracy"])  # noqa: E731
+    records = {p: sorted(map(key, _all_records(tmp_path / p))) for p in ("one", "two")}
+    assert records["one"] == records["two"] and len(records["one"]) == 6
+    if parallel == "data":  # one run over both ranks: seeds 2 and 3 reuse seed 1's, base and novel
+        assert sum("reused_from" in r for r in _all_records(tmp_path / "two")) == 4
+
+
+def _all_records(folder):
+    return [r for f in sorted(os.listdir(folder)) if f.startswith("results") and f.endswith(".jsonl")
+            for r in read_records(str(folder / f))]
+
+
+@pytest.mark.slow
+def test_torchrun_refuses_a_training_set_that_cannot_split_over_the_ranks(tiny, tmp_path):
+    from data_fixtures import make_imagefolder
+
+    launcher = write_launcher(tmp_path, tiny)
+    folder = make_imagefolder(tmp_path / "three", per_class=1, splits=("train", "test"), classnames=["a", "b", "c"])
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run([PYTHON, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                          str(launcher), "train", "--dataset", f"imagefolder:{folder}", "--model", "glad-test-tiny",
+                          "--pretrained", "none", "--method", "lora", "--seed", "1", "--batch-size", "4",
+                          "--workers", "0", "--device", "cpu", "--output", str(tmp_path / "run")],
+                         capture_output=True, text=True, env=env, timeout=600)
+    assert res.returncode != 0
+    lines = [x for x in res.stderr.splitlines() if x.startswith("glad: error:")]
+    assert lines and all("does not split evenly over 2 processes" in x for x in lines), res.stderr[-2000:]
+    # torchrun prints its own ChildFailedError for a failed rank; glad's code raised nothing
+    assert "glad/engine" not in res.stderr and "glad/models" not in res.stderr
