@@ -285,9 +285,10 @@ class Runner:
         from glad.data.shots import fingerprint
 
         if self._data_identity is None:
-            self._data_identity = {label: {"source": self.dataset(spec).folder or self.dataset(spec).name,
-                                           "files": fingerprint(self.dataset(spec))}
-                                   for spec, label in self.labels.items()}
+            self._data_identity = {}
+            for spec, label in self.labels.items():
+                ds = self.dataset(spec)
+                self._data_identity[label] = {"source": ds.folder or ds.name, "files": fingerprint(ds)}
         return self._data_identity
 
     def resolved(self) -> dict:

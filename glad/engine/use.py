@@ -31,6 +31,7 @@ from glad.models import (
 from glad.models.loading import (
     BUILTIN_TINY,
     load_base_clip,
+    model_config,
     offline_enabled,
     offline_unless_reachable,
     set_offline,
@@ -253,7 +254,7 @@ def export_merged(adapter: str, output: str, *, cache_dir: str | None = None, of
     model, config, _ = load_tuned(adapter, device="cpu", cache_dir=cache_dir, offline=offline)
     name = model.model_name
     quick = uses_quick_gelu(model.clip)
-    model_cfg = _model_cfg(name)
+    model_cfg = model_config(name)
     if model_cfg is None:
         raise ValueError(f"{name!r} is not an open_clip model config; export needs one (glad-tiny is glad's own)")
     open_clip_name = name
@@ -298,16 +299,3 @@ def export_merged(adapter: str, output: str, *, cache_dir: str | None = None, of
         result["load"] = f"open_clip.create_model_and_transforms('local-dir:{output}')"
     return result
 
-
-def _model_cfg(name: str) -> dict | None:
-    """open_clip's model config of a built-in name or a local-dir: folder."""
-    import open_clip
-
-    if name.startswith("local-dir:"):
-        path = os.path.join(name[len("local-dir:"):], "open_clip_config.json")
-        try:
-            with open(path, encoding="utf-8") as f:
-                return json.load(f).get("model_cfg")
-        except (OSError, ValueError):
-            return None
-    return open_clip.get_model_config(name)

@@ -426,19 +426,19 @@ def load_clip(model: str = "ViT-B-16", pretrained: str | None = "openai", cache_
     return clip.eval(), pre_train, pre_val, load_tokenizer(name, clip, tokenizer, cache_dir)
 
 
-def _text_cfg(model: str) -> dict:
-    """The text tower's config for a built-in name or a local-dir folder ({} when unknown)."""
+def model_config(name: str) -> dict | None:
+    """open_clip's model config of a built-in name or a `local-dir:` folder (None when unknown)."""
     import json
 
     import open_clip
 
-    if model.startswith("local-dir:"):
+    if name.startswith("local-dir:"):
         try:
-            with open(os.path.join(model[len("local-dir:"):], "open_clip_config.json"), encoding="utf-8") as f:
-                return json.load(f).get("model_cfg", {}).get("text_cfg", {})
+            with open(os.path.join(name[len("local-dir:"):], "open_clip_config.json"), encoding="utf-8") as f:
+                return json.load(f).get("model_cfg")
         except (OSError, ValueError):
-            return {}
-    return (open_clip.get_model_config(model) or {}).get("text_cfg", {})
+            return None
+    return open_clip.get_model_config(name)
 
 
 def load_tokenizer(model: str, clip, path: str | None = None, cache_dir: str | None = None):
@@ -446,7 +446,7 @@ def load_tokenizer(model: str, clip, path: str | None = None, cache_dir: str | N
     tokenizer folder or tokenizer.json) with the model's context length and text cleaning."""
     import open_clip
 
-    text_cfg = _text_cfg(model)
+    text_cfg = (model_config(model) or {}).get("text_cfg", {})
     if path:
         if not os.path.exists(path):
             raise ValueError(f"--tokenizer {path}: no such file or folder; pass a tokenizer folder "
