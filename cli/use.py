@@ -68,29 +68,35 @@ def predict(adapter, images, classes, template, top_k, batch_size, output, devic
 @click.command()
 @click.option("--adapter", required=True, help="Adapter folder, or hf-hub:user/name[@revision].")
 @click.option("--output", required=True,
-              help="A .safetensors file (open_clip weights), or a folder (open_clip_config.json + weights, "
-                   "loadable as local-dir:FOLDER or from the Hub once uploaded).")
+              help="The folder to write (open_clip also takes a .safetensors file name: the weights alone).")
+@click.option("--format", "format_", type=click.Choice(["open_clip", "peft", "transformers"]), default="open_clip",
+              show_default=True,
+              help="open_clip: the merged model for open_clip (local-dir:FOLDER); peft: a PEFT LoRA adapter of the "
+                   "plain open_clip model; transformers: the merged model as a transformers CLIPModel with its "
+                   "processor (OpenAI-architecture ViTs).")
 @click.option("--cache-dir", default=None, help="Where downloaded weights and adapters are cached.")
 @click.option("--offline", is_flag=True, help="Never reach the network for weights or adapters.")
 @click.option("--force", is_flag=True, help="Replace an earlier export at --output.")
 @click.option("--dtype", type=click.Choice(["fp32", "fp16", "bf16"]), default="fp32", show_default=True,
               help="Precision the weights are stored in (fp16/bf16: half the file; merged in fp32 first).")
-def export(adapter, output, cache_dir, offline, force, dtype):
-    """Write the base model with the adapter's LoRA merged into its weights, for open_clip alone."""
-    import os
+def export(adapter, output, format_, cache_dir, offline, force, dtype):
+    """Write the tuned model for another tool: open_clip, PEFT or transformers.
 
-    from glad.engine.use import export_merged
+    The folder also holds glad_adapter.json, with the class names and prompt template the
+    adapter was trained with.
+    """
+    from glad.engine.export import check_export, describe, existing_export
+    from glad.engine.export import export as write_export
 
-    if os.path.isfile(output) and not output.lower().endswith(".safetensors"):
-        _fail(f"--output {output} is a file; export to a folder, or to a .safetensors file name")
-    existing = output if os.path.isfile(output) else os.path.join(output, "open_clip_model.safetensors")
-    if os.path.exists(existing) and not force:
+    if problem := check_export(output, format_, dtype):
+        _fail(problem)
+    if (existing := existing_export(output, format_)) and not force:
         _fail(f"--output {output} already holds an export ({existing}); pass --force to replace it, "
               "or choose another --output")
     _setup_logging()
-    result = _run_guarded(lambda: export_merged(adapter, output, cache_dir=cache_dir, offline=offline, dtype=dtype))
-    click.echo(f"wrote {result['weights']} ({result['model']}, {'QuickGELU' if result['quick_gelu'] else 'GELU'}, "
-               f"{result['dtype']})")
+    result = _run_guarded(lambda: write_export(adapter, output, format=format_, cache_dir=cache_dir,
+                                               offline=offline, dtype=dtype))
+    click.echo(describe(result))
     for note in result["notes"]:
         click.echo(f"note: {note}")
     click.echo(f"load it with: {result['load']}")

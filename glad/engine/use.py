@@ -1,5 +1,5 @@
-"""Using a tuned model: classify new images (`Classifier`, `glad predict`), hand the merged
-model to open_clip (`export_merged`, `glad export`), and adapters by Hugging Face Hub id.
+"""Using a tuned model: classify new images (`Classifier`, `glad predict`) and adapters by
+Hugging Face Hub id (writing it for other tools: glad.engine.export).
 
     clf = Classifier("runs/b2n/glad/dtd-base/seed1/adapter")      # or "hf-hub:user/name"
     clf.predict(["a.jpg", "b.png"], top_k=3)   # [[("banded", 0.91), ...], ...]
@@ -28,17 +28,16 @@ from glad.models import (
     load_adapter,
     read_adapter_config,
 )
+from glad.models.adapter_io import SIDECAR_NAME
 from glad.models.loading import (
-    BUILTIN_TINY,
     load_base_clip,
-    model_config,
     offline_enabled,
     offline_unless_reachable,
     set_offline,
 )
 
 HUB_PREFIX = "hf-hub:"
-ADAPTER_FILES = ["adapter_config.json", "adapter_model.safetensors"]
+ADAPTER_FILES = ["adapter_config.json", "adapter_model.safetensors", SIDECAR_NAME]
 
 
 def resolve_adapter(adapter: str, cache_dir: str | None = None, offline: bool = False) -> str:
@@ -209,93 +208,3 @@ def write_predictions(predictions: list[Prediction], path: str) -> None:
         for rank, (c, v) in enumerate(p.top, start=1):
             writer.writerow([p.path, rank, c, f"{v:.6f}", ""])
     atomic_write_text(path, out.getvalue())
-
-
-# ------------------------------------------------------------------ export
-
-
-def merged_state_dict(model: GladModel) -> dict[str, torch.Tensor]:
-    """The base CLIP's state dict with LoRA folded into its weights, in open_clip's own layout
-    (the adapters' parameters left out)."""
-    from glad.models import LoraAdapter, is_merged, merge_lora
-
-    clip = model.clip
-    if model.lora_config is not None and not is_merged(clip):
-        merge_lora(clip)
-    # adapters' own matrices only: a LoraLinear also holds its frozen base weight and bias
-    lora = {f"{name}.{leaf}" for name, m in clip.named_modules() if isinstance(m, LoraAdapter)
-            for leaf in ("lora_A.weight", "lora_B.weight")}
-    return {k: v.detach().to("cpu").contiguous() for k, v in clip.state_dict().items() if k not in lora}
-
-
-EXPORT_DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-
-
-def export_merged(adapter: str, output: str, *, cache_dir: str | None = None, offline: bool = False,
-                  dtype: str = "fp32") -> dict:
-    """Write the base model with the adapter's LoRA merged, for open_clip alone.
-
-    `dtype` is the stored precision of the floating-point weights (merged in float32 first);
-    open_clip casts them to the model's precision on load.
-
-    `output` ending in `.safetensors`: that weights file, loaded by
-    `open_clip.create_model_and_transforms(<model>, pretrained=output)` where <model> is the
-    returned `open_clip_model` (the `-quickgelu` config for QuickGELU weights). Otherwise a
-    folder (`open_clip_config.json` + `open_clip_model.safetensors`) that loads with
-    `create_model_and_transforms("local-dir:" + output)`, or from the Hub once uploaded.
-    Returns what was written and how to load it.
-    """
-    import open_clip
-    from safetensors.torch import save_file
-
-    from glad.io import atomic_path, atomic_write_text
-    from glad.models import uses_quick_gelu
-
-    model, config, _ = load_tuned(adapter, device="cpu", cache_dir=cache_dir, offline=offline)
-    name = model.model_name
-    quick = uses_quick_gelu(model.clip)
-    model_cfg = model_config(name)
-    if model_cfg is None:
-        raise ValueError(f"{name!r} is not an open_clip model config; export needs one (glad-tiny is glad's own)")
-    open_clip_name = name
-    if quick and not model_cfg.get("quick_gelu"):
-        open_clip_name = f"{name}-quickgelu"
-        if open_clip.get_model_config(open_clip_name) is None:
-            open_clip_name = None  # only the folder form carries QuickGELU then
-    if dtype not in EXPORT_DTYPES:
-        raise ValueError(f"--dtype {dtype!r} unknown; choose from {', '.join(EXPORT_DTYPES)}")
-    tensors = {k: v.to(EXPORT_DTYPES[dtype]) if v.is_floating_point() else v
-               for k, v in merged_state_dict(model).items()}
-    notes = []
-    if config.get("alignnet"):
-        notes.append("AlignNet is not in the export: its bias depends on each image, so it cannot be merged "
-                     "into weights; glad predict --adapter uses it")
-    is_file = output.lower().endswith(".safetensors")
-    if not is_file and os.path.isfile(output):
-        raise ValueError(f"--output {output} is a file; export to a folder (or to a .safetensors file name)")
-    if is_file and name.startswith("local-dir:"):
-        raise ValueError("open_clip reads a local-dir: model's weights from its folder only; export to a "
-                         "folder instead (--output DIR)")
-    if is_file and name == BUILTIN_TINY:
-        raise ValueError("open_clip alone does not know glad-tiny's architecture; export to a folder instead "
-                         "(--output DIR): its open_clip_config.json carries it")
-    weights = output if is_file else os.path.join(output, "open_clip_model.safetensors")
-    with atomic_path(weights) as tmp:
-        save_file(tensors, tmp, metadata={"format": "pt", "glad_adapter": str(adapter)})
-    result = {"weights": weights, "model": name, "quick_gelu": quick, "dtype": dtype, "notes": notes}
-    if is_file:
-        if open_clip_name is None:
-            raise ValueError(f"open_clip has no QuickGELU config of {name}; export to a folder instead "
-                             f"(--output DIR), which records quick_gelu in its open_clip_config.json")
-        result["open_clip_model"] = open_clip_name
-        result["load"] = f"open_clip.create_model_and_transforms({open_clip_name!r}, pretrained={weights!r})"
-    else:
-        # the preprocessing the adapter was trained and evaluated with
-        preprocess = {k: v for k, v in model.preprocess.to_dict().items() if k != "size"}
-        folder_cfg = {"model_cfg": {**model_cfg, "quick_gelu": quick}, "preprocess_cfg": preprocess}
-        atomic_write_text(os.path.join(output, "open_clip_config.json"), json.dumps(folder_cfg, indent=2) + "\n")
-        if hasattr(model.tokenizer, "save_pretrained"):  # open_clip reads a folder's HF tokenizer from it
-            model.tokenizer.save_pretrained(output)
-        result["load"] = f"open_clip.create_model_and_transforms('local-dir:{output}')"
-    return result
-

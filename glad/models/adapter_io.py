@@ -4,6 +4,10 @@ The config is glad's own (``format: glad-adapter``), not a PEFT LoraConfig: it c
 ``peft_type``, so PEFT refuses the folder rather than reading glad's settings as its own
 (a rank-16 adapter read as rank 8). Adapters written before carry ``peft_type`` and load.
 
+A folder written by ``glad export --format peft`` is a PEFT adapter of the plain open_clip
+model; its ``glad_adapter.json`` (``exported_as: peft``) is glad's config, and its packed
+tensors are read back into glad's per-projection adapters (glad.models.peft_format).
+
 Keys: ``base_model.model.<module path>.lora_{A,B}.weight`` for LoRA (module paths of the
 open_clip model, e.g. ``visual.transformer.resblocks.0.attn.q_proj``) and
 ``alignnet.<name>`` for AlignNet. The config records our LoRA settings, the AlignNet
@@ -31,6 +35,7 @@ from glad.models.lora import LoraConfig
 
 CONFIG_NAME = "adapter_config.json"
 WEIGHTS_NAME = "adapter_model.safetensors"
+SIDECAR_NAME = "glad_adapter.json"  # glad's config beside an export in another format
 LORA_PREFIX = "base_model.model."
 ALIGNNET_PREFIX = "alignnet."
 FORMAT = "glad-adapter"
@@ -117,8 +122,22 @@ def read_adapter_config(folder: str) -> dict:
         raise AdapterMismatchError(f"{path} is not valid JSON ({e}); restore it from the run's adapter folder "
                                    "or retrain that job") from None
     if isinstance(config, dict) and config.get("peft_type") and "format" not in config:
-        raise AdapterMismatchError(f"{path} is a PEFT adapter (peft_type {config['peft_type']}), not a glad adapter; "
-                                   "load it with peft.PeftModel.from_pretrained, or pass a folder glad train wrote")
+        sidecar = os.path.join(folder, SIDECAR_NAME)
+        if not os.path.isfile(sidecar):
+            raise AdapterMismatchError(
+                f"{path} is a PEFT adapter (peft_type {config['peft_type']}) without glad's {SIDECAR_NAME}; glad "
+                "reads the PEFT folders glad export --format peft writes; load this one with "
+                "peft.PeftModel.from_pretrained, or pass a folder glad train wrote")
+        path = sidecar
+        try:
+            with open(path, encoding="utf-8") as f:
+                config = json.load(f)
+        except ValueError as e:
+            raise AdapterMismatchError(f"{path} is not valid JSON ({e}); export the adapter again") from None
+        if not isinstance(config, dict) or config.get("exported_as") != "peft":
+            raise AdapterMismatchError(f"{path} does not describe a PEFT export (exported_as="
+                                       f"{config.get('exported_as') if isinstance(config, dict) else None!r}); "
+                                       "export the adapter again with glad export --format peft")
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         raise AdapterMismatchError(f"{path} is not a glad adapter config (format={config.get('format')!r}, "
                                    f"expected {FORMAT!r})")
@@ -194,6 +213,10 @@ def load_adapter(model: nn.Module, folder: str, *, check_base: bool = True) -> n
     except Exception as e:  # noqa: BLE001 - safetensors raises its own types for a damaged file
         raise AdapterMismatchError(f"cannot read {path} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
                                    "the file is damaged or truncated: train the adapter again or restore it") from None
+    if config.get("exported_as") == "peft":
+        from glad.models.peft_format import from_peft
+
+        saved = {LORA_PREFIX + k: v for k, v in from_peft(_parts(model)[0], saved, path).items()}
     params = adapter_tensors(model)
     missing, unexpected = sorted(set(params) - set(saved)), sorted(set(saved) - set(params))
     if missing or unexpected:

@@ -119,3 +119,170 @@ def open_clip_names_for(config: dict) -> list[str]:
         if have == want and not v.get("timm_model_name") and not t.get("hf_model_name"):
             names.append(name)
     return names
+
+
+# ------------------------------------------------------------------ open_clip -> transformers
+
+_PLAIN_BACK = {v: k for k, v in _PLAIN.items()}
+_TRANSPOSED_BACK = {v: k for k, v in _TRANSPOSED.items()}
+_OPEN_CLIP_BLOCK = re.compile(r"^(visual\.)?transformer\.resblocks\.(\d+)\.(.+)$")
+_BLOCK_PARTS_BACK = {v: k for k, v in _BLOCK_PARTS.items()}
+
+
+def from_open_clip(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """An open_clip CLIP state dict (OpenAI architecture) in transformers' CLIPModel names."""
+    out = {}
+    for key, value in sd.items():
+        if key == "attn_mask" or key.endswith(".attn_mask"):
+            continue  # the causal mask, rebuilt by both libraries
+        if key in _PLAIN_BACK:
+            out[_PLAIN_BACK[key]] = value
+        elif key in _TRANSPOSED_BACK:
+            out[_TRANSPOSED_BACK[key]] = value.t().contiguous()
+        elif m := _OPEN_CLIP_BLOCK.match(key):
+            visual, index, rest = m.groups()
+            prefix = f"{'vision_model' if visual else 'text_model'}.encoder.layers.{index}."
+            part, _, leaf = rest.rpartition(".")
+            if part == "attn" and leaf in ("in_proj_weight", "in_proj_bias"):
+                for name, chunk in zip(("q_proj", "k_proj", "v_proj"), value.chunk(3), strict=True):
+                    out[f"{prefix}self_attn.{name}.{leaf[len('in_proj_'):]}"] = chunk.contiguous()
+            elif part in _BLOCK_PARTS_BACK:
+                out[prefix + _BLOCK_PARTS_BACK[part] + "." + leaf] = value
+            else:
+                raise ValueError(f"open_clip key {key!r} has no place in transformers' CLIPModel")
+        else:
+            raise ValueError(f"open_clip key {key!r} has no place in transformers' CLIPModel")
+    return out
+
+
+def _unsupported(clip) -> str | None:
+    """Why transformers' CLIPModel cannot compute what `clip` computes (None when it can)."""
+    import open_clip
+    from open_clip.transformer import VisionTransformer
+
+    if type(clip) is not open_clip.CLIP:
+        return f"it is a {type(clip).__name__} (its text tower is not the OpenAI transformer)"
+    v = clip.visual
+    if not isinstance(v, VisionTransformer):
+        return f"its image tower is a {type(v).__name__}, not a ViT"
+    checks = [
+        (v.attn_pool is None and v.pool_type == "tok" and not v.final_ln_after_pool, "the ViT pools otherwise than its class token"),
+        (v.conv1.bias is None and isinstance(v.ln_pre, torch.nn.LayerNorm), "the ViT's stem differs from OpenAI's"),
+        (v.image_size[0] == v.image_size[1] and v.patch_size[0] == v.patch_size[1], "its images or patches are not square"),
+        (clip.text_pool_type == "argmax" and isinstance(clip.text_projection, torch.nn.Parameter),
+         "the text tower pools or projects otherwise than at the end-of-text token"),
+        (all(isinstance(b.ls_1, torch.nn.Identity) for b in (*v.transformer.resblocks, *clip.transformer.resblocks)),
+         "its blocks use layer scale"),
+    ]
+    return next((why for ok, why in checks if not ok), None)
+
+
+def _hf_tokenizer(tokenizer, context_length: int, transformers):
+    """transformers' CLIPTokenizer with open_clip's BPE vocabulary and merges."""
+    from open_clip.tokenizer import SimpleTokenizer
+
+    if not isinstance(tokenizer, SimpleTokenizer):
+        raise ValueError(f"the model's tokenizer is a {type(tokenizer).__name__}, not CLIP's BPE tokenizer; "
+                         "export --format open_clip instead")
+    names = {i: t for t, i in tokenizer.encoder.items()}
+    vocab = dict(tokenizer.encoder)
+    vocab["<|startoftext|>"] = vocab.pop(names[tokenizer.sot_token_id])
+    vocab["<|endoftext|>"] = vocab.pop(names[tokenizer.eot_token_id])
+    merges = [pair for pair, _ in sorted(tokenizer.bpe_ranks.items(), key=lambda kv: kv[1])]
+    return transformers.CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=context_length)
+
+
+def _image_processor(preprocess, transformers):
+    """transformers' CLIPImageProcessor doing what glad's (open_clip's) test transform does."""
+    from PIL import Image
+
+    h, w = preprocess.size
+    resample = Image.BICUBIC if preprocess.interpolation == "bicubic" else Image.BILINEAR
+    if preprocess.resize_mode == "shortest" and h == w:
+        geometry = {"size": {"shortest_edge": h}, "crop_size": {"height": h, "width": w}, "do_center_crop": True}
+    elif preprocess.resize_mode == "squash":
+        geometry = {"size": {"height": h, "width": w}, "do_center_crop": False}
+    else:
+        raise ValueError(f"transformers' CLIPImageProcessor has no {preprocess.resize_mode!r} resize of {h}x{w} "
+                         "images; export --format open_clip instead")
+    return transformers.CLIPImageProcessor(**geometry, resample=resample, image_mean=list(preprocess.mean),
+                                           image_std=list(preprocess.std), do_convert_rgb=True)
+
+
+def to_transformers(model, transformers):
+    """(transformers CLIPModel holding `model`'s CLIP with LoRA merged, its CLIPProcessor).
+
+    `model` is a GladModel; raises ValueError (one line) for a model transformers' CLIPModel
+    does not compute the same way."""
+    from glad.models.inject import is_merged, merge_lora
+    from glad.models.lora import LoraAdapter
+
+    clip = model.clip
+    if why := _unsupported(clip):
+        raise ValueError(f"transformers' CLIPModel holds OpenAI-architecture ViT CLIPs, and {model.model_name} "
+                         f"differs: {why}; export --format open_clip or --format peft instead")
+    if model.lora_config is not None and not is_merged(clip):
+        merge_lora(clip)
+    from glad.models.loading import uses_quick_gelu
+
+    v, t = clip.visual, clip.transformer
+    act = "quick_gelu" if uses_quick_gelu(clip) else "gelu"
+
+    def tower(blocks, width):
+        return {"hidden_size": width, "num_hidden_layers": len(blocks), "num_attention_heads": blocks[0].attn.num_heads,
+                "intermediate_size": blocks[0].mlp.c_fc.out_features, "hidden_act": act,
+                "layer_norm_eps": blocks[0].ln_1.eps}
+
+    embed = clip.text_projection.shape[1]
+    text_cfg = {**tower(t.resblocks, clip.token_embedding.embedding_dim), "projection_dim": embed,
+                "vocab_size": clip.token_embedding.num_embeddings,
+                "max_position_embeddings": clip.positional_embedding.shape[0],
+                "bos_token_id": model.tokenizer.sot_token_id if hasattr(model.tokenizer, "sot_token_id") else 49406,
+                "eos_token_id": model.tokenizer.eot_token_id if hasattr(model.tokenizer, "eot_token_id") else 49407,
+                "pad_token_id": model.tokenizer.eot_token_id if hasattr(model.tokenizer, "eot_token_id") else 49407}
+    vision_cfg = {**tower(v.transformer.resblocks, v.conv1.out_channels), "projection_dim": embed,
+                  "image_size": v.image_size[0], "patch_size": v.patch_size[0]}
+    config = transformers.CLIPConfig(text_config=text_cfg, vision_config=vision_cfg, projection_dim=embed,
+                                     logit_scale_init_value=float(clip.logit_scale))
+    hf = transformers.CLIPModel(config).eval()
+    skip = {f"{n}.{leaf}" for n, m in clip.named_modules() if isinstance(m, LoraAdapter)
+            for leaf in ("lora_A.weight", "lora_B.weight")}
+    sd = from_open_clip({k: x.detach().float().cpu() for k, x in clip.state_dict().items() if k not in skip})
+    result = hf.load_state_dict(sd, strict=False)
+    missing = [k for k in result.missing_keys if not k.endswith("position_ids")]
+    if missing or result.unexpected_keys:
+        raise ValueError(f"{model.model_name} does not map onto transformers' CLIPModel: missing {missing[:3]}, "
+                         f"unexpected {result.unexpected_keys[:3]}; export --format open_clip instead")
+    tokenizer = _hf_tokenizer(model.tokenizer, clip.positional_embedding.shape[0], transformers)
+    processor = transformers.CLIPProcessor(image_processor=_image_processor(model.preprocess, transformers),
+                                           tokenizer=tokenizer)
+    return hf, processor
+
+
+@torch.no_grad()
+def transformers_difference(model, hf, prompts: list[str]) -> float:
+    """The largest |difference| between the unit image and text features of glad's merged model
+    and of `hf` (one random image; `prompts` as the same token ids), for the export's check."""
+    import torch.nn.functional as F
+
+    clip = model.clip
+    device = clip.logit_scale.device
+    size = clip.visual.image_size[0]
+    image = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))
+    tokens = model.tokenizer(prompts)
+    pairs = [(clip.encode_image(image.to(device)).cpu(), hf.get_image_features(pixel_values=image)),
+             (clip.encode_text(tokens.to(device)).cpu(), hf.get_text_features(input_ids=tokens))]
+    return max((F.normalize(ours.float(), dim=-1) - F.normalize(getattr(theirs, "pooler_output", theirs), dim=-1))
+               .abs().max().item() for ours, theirs in pairs)
+
+
+def tokenizer_mismatches(tokenizer, hf_tokenizer, prompts: list[str]) -> list[str]:
+    """The prompts transformers' tokenizer encodes otherwise than open_clip's (its fast CLIP
+    tokenizer does not run ftfy: curly quotes, for one, stay as they are)."""
+    ids = tokenizer(prompts)
+    out = []
+    for prompt, row in zip(prompts, ids, strict=True):
+        ours = row[row.nonzero()].flatten().tolist()
+        if hf_tokenizer(prompt, truncation=True)["input_ids"] != ours:
+            out.append(prompt)
+    return out
