@@ -163,3 +163,96 @@ def test_peft_rank_and_round_trip_through_glad(tmp_path):
     assert direct.exit_code == 0 and "% of " in res.output
     score = [line for line in res.output.splitlines() if "% of " in line]
     assert score == [line for line in direct.output.splitlines() if "% of " in line]
+
+
+PEFT_FAMILIES = ["ViT-B-16-SigLIP2", "EVA02-B-16", "PE-Core-T-16-384", "MobileCLIP2-S0", "ViTamin-S"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", PEFT_FAMILIES)
+def test_peft_export_of_each_family_acts_as_glads_adapters(name, tmp_path, one_thread):
+    """timm's fused qkv, SigLIP's latent pool (q + kv), EVA's separate q/k/v, the open_clip text
+    tower: random nonzero adapters in both towers, exported and loaded by PEFT on the plain model."""
+    import open_clip
+    from test_families_end_to_end import FAMILIES, shrunk_folder
+
+    from glad.models.loading import load_base_clip
+
+    folder = shrunk_folder(tmp_path, name, FAMILIES[name][1])
+    clip, _, _, tokenizer = load_base_clip(f"local-dir:{folder}", None, device="cpu")
+    model = GladModel(clip, tokenizer, lora=LoraConfig(), use_alignnet=False, model_name=f"local-dir:{folder}",
+                      pretrained=None).eval()
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.trainable_parameters():
+            p.add_(torch.randn(p.shape, generator=g) * 0.2)
+    save_adapter(model, str(tmp_path / "adapter"), classnames=["a", "b"], template="a photo of a {}.")
+    export(tmp_path / "adapter", tmp_path / "peft", "--format", "peft")
+    size = model.preprocess.image_size
+    images = torch.randn(2, 3, size, size, generator=g)
+    tokens = tokenizer(["a photo of a red circle", "blue square"])
+    base = open_clip.create_model(f"local-dir:{folder}").eval()
+    before = features(base, images, tokens)
+    base_weights = {k: v.clone() for k, v in base.state_dict().items()}
+    tuned = peft.PeftModel.from_pretrained(base, str(tmp_path / "peft")).eval()
+    want = features(model.clip, images, tokens)
+    got = features(tuned.base_model.model, images, tokens)
+    for w, x in zip(want, got, strict=True):  # relative: random towers' features are small
+        scale = w.abs().max()
+        torch.testing.assert_close(x / scale, w / scale, atol=1e-5, rtol=0)
+    assert (want[1] - before[1]).norm() > 1e-2 * before[1].norm()  # the adapters act
+    # merged, PEFT's weights are glad's merged weights, tensor for tensor (both towers)
+    from glad.engine.export import merged_state_dict
+
+    ours, theirs = merged_state_dict(model), tuned.merge_and_unload().state_dict()
+    assert set(ours) == set(theirs)
+    changed = [k for k in ours if not torch.equal(ours[k], base_weights[k])]
+    assert any(k.startswith("visual.") for k in changed) and any(not k.startswith("visual.") for k in changed)
+    for key in changed:
+        torch.testing.assert_close(theirs[key], ours[key], atol=1e-6, rtol=1e-5)
+
+
+def test_peft_folder_trained_further_and_unsupported_models_are_refused(tmp_path):
+    """A packed PEFT adapter with entries outside glad's per-projection blocks has no exact glad
+    form: refused on reading. transformers export refuses an architecture CLIPModel lacks; PEFT
+    export refuses the ResNet attention pool. Each in one line, nothing written."""
+    from safetensors.torch import load_file, save_file
+
+    from glad.engine.use import load_tuned
+    from glad.models.loading import load_base_clip
+    from glad.models.peft_format import PeftExportError, layout
+
+    clip, _, _, tok = load_base_clip("glad-tiny", None, device="cpu")
+    model = GladModel(clip, tok, lora=LoraConfig(), use_alignnet=False, model_name="glad-tiny", pretrained=None)
+    save_adapter(model, str(tmp_path / "adapter"), classnames=["a", "b"])
+    export(tmp_path / "adapter", tmp_path / "peft", "--format", "peft")
+    load_tuned(str(tmp_path / "peft"), device="cpu")  # reads back
+    weights = tmp_path / "peft" / "adapter_model.safetensors"
+    tensors = load_file(str(weights))
+    key = next(k for k in tensors if k.endswith("attn.lora_B.weight"))
+    tensors[key][0, -1] = 0.5  # q's rows, v's rank block: a packed-only update
+    save_file(tensors, str(weights))
+    with pytest.raises(ValueError, match="nonzero outside glad's per-projection blocks"):
+        load_tuned(str(tmp_path / "peft"), device="cpu")
+
+    rn, _, _, tok = load_base_clip("RN50", None, device="cpu")
+    rn_model = GladModel(rn, tok, lora=LoraConfig(), use_alignnet=False, model_name="RN50", pretrained=None)
+    with pytest.raises(PeftExportError, match="ResNet attention pool"):
+        layout(rn_model.clip)
+
+
+@pytest.mark.slow
+def test_transformers_export_refuses_siglip_in_one_line(tmp_path, one_thread):
+    from test_families_end_to_end import shrunk_folder
+
+    from glad.models.loading import load_base_clip
+
+    folder = shrunk_folder(tmp_path, "ViT-B-16-SigLIP2", True)
+    clip, _, _, tok = load_base_clip(f"local-dir:{folder}", None, device="cpu")
+    model = GladModel(clip, tok, lora=LoraConfig(), use_alignnet=False, model_name=f"local-dir:{folder}",
+                      pretrained=None)
+    save_adapter(model, str(tmp_path / "adapter"), classnames=["a", "b"])
+    res = CliRunner().invoke(cli, ["export", "--adapter", str(tmp_path / "adapter"), "--output",
+                                   str(tmp_path / "hf"), "--format", "transformers"])
+    assert res.exit_code == 2 and "OpenAI-architecture" in res.output and "CustomTextCLIP" in res.output
+    assert not (tmp_path / "hf" / "model.safetensors").exists()

@@ -31,6 +31,7 @@ FAMILIES = {  # name -> (lora encoders, needs a local tokenizer)
     "ViTamin-S": (("image", "text"), False),
     "convnext_tiny": (("text",), False),
 }
+PEFT_REFUSED = {"RN50": "ResNet attention pool"}  # reads its Linears' weights: a PEFT LoRA would do nothing
 CLASSES = ["red circle", "blue square", "green triangle"]
 
 
@@ -107,6 +108,21 @@ def test_family_trains_evaluates_predicts_and_exports(tmp_path, name, one_thread
     base, _, _ = open_clip.create_model_and_transforms(model)
     with torch.no_grad():
         assert not torch.allclose(base.eval().encode_text(tokens), plain.encode_text(tokens))
+
+    # the same adapter for PEFT, on the plain model (or one line saying why it cannot be)
+    res = CliRunner().invoke(cli, ["export", "--adapter", adapter, "--output", str(tmp_path / "peft"),
+                                   "--format", "peft"])
+    if name in PEFT_REFUSED:
+        assert res.exit_code == 2 and PEFT_REFUSED[name] in res.output, res.output
+        return
+    assert res.exit_code == 0, res.output
+    peft = pytest.importorskip("peft")
+    adapted = peft.PeftModel.from_pretrained(base.eval(), str(tmp_path / "peft")).eval()
+    with torch.no_grad():
+        torch.testing.assert_close(adapted.base_model.model.encode_image(images), tuned.clip.encode_image(images),
+                                   rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(adapted.base_model.model.encode_text(tokens), tuned.clip.encode_text(tokens),
+                                   rtol=1e-5, atol=1e-5)
 
 
 def test_a_tower_without_attention_is_refused_before_any_work(tmp_path):

@@ -75,3 +75,33 @@ def test_pure_python_install_runs_on_the_reference_backend(tmp_path):
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path,
                          env={**os.environ, "PYTHONPATH": str(target)}, timeout=300)
     assert run.returncode == 0 and run.stdout.startswith("ok"), run.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_sdist_builds_a_wheel_named_glad_clip(tmp_path):
+    """The distribution is glad-clip (`glad` on the index is another project): the sdist carries
+    the native sources, and pip builds from it a wheel whose import name and command are glad's."""
+    import tarfile
+    import zipfile
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    proc = _run("-m", "build", "--sdist", "--no-isolation", "--outdir", str(tmp_path / "dist"), root)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [sdist] = (tmp_path / "dist").glob("glad_clip-*.tar.gz")
+    with tarfile.open(sdist) as tar:
+        names = tar.getnames()
+    assert any(n.endswith("csrc/multi_tensor.h") for n in names) and any(n.endswith("csrc/glad.cpp") for n in names)
+    env = {**os.environ, "GLAD_BUILD_EXT": "1", "GLAD_BUILD_CUDA": "0"}  # the C++ build must succeed from it
+    proc = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--quiet",
+                           "--wheel-dir", str(tmp_path / "wheels"), str(sdist)],
+                          capture_output=True, text=True, env=env, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    [wheel] = (tmp_path / "wheels").glob("glad_clip-*.whl")
+    with zipfile.ZipFile(wheel) as whl:
+        files = whl.namelist()
+        meta = whl.read(next(n for n in files if n.endswith(".dist-info/METADATA"))).decode()
+        entry = whl.read(next(n for n in files if n.endswith(".dist-info/entry_points.txt"))).decode()
+    assert "Name: glad-clip" in meta and f"Version: {glad.__version__}" in meta
+    assert "glad = glad_cli.main:main" in entry
+    assert "glad/__init__.py" in files and "glad_cli/main.py" in files
+    assert any(n.startswith("glad/_C") and n.endswith(".so") for n in files)

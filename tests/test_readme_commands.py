@@ -13,6 +13,7 @@ import re
 from pathlib import Path
 
 import pytest
+import torch
 from safetensors.torch import load_file
 from user_fixtures import run_shell
 
@@ -181,7 +182,7 @@ def test_use_your_tuned_model_commands(user):
         shutil.copytree(adapter, snapshot)
         (repo / "refs").mkdir(exist_ok=True)
         (repo / "refs" / "main").write_text("a" * 40)
-    predict, export, hub = USE_COMMANDS
+    predict, export, export_peft, export_hf, hub = USE_COMMANDS
     res = run_shell(predict, user.home)
     assert res.returncode == 0, res.stderr[-3000:]
     assert res.stdout.count(": error:") == 1 and "broken.jpg" in res.stdout
@@ -195,6 +196,28 @@ def test_use_your_tuned_model_commands(user):
 
     plain = open_clip.create_model_and_transforms(f"local-dir:{user.home / 'vitb16-dtd'}")[0]
     assert sum(type(m).__name__ == "QuickGELU" for m in plain.modules()) == 24
+    for cmd in (export_peft, export_hf):
+        res = run_shell(cmd, user.home)
+        assert res.returncode == 0, res.stderr[-3000:]
+        assert "AlignNet is not in the export" in res.stdout  # the README's run is glad: it has one
+    import peft
+    import transformers
+
+    images = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(0))
+    tokens = open_clip.get_tokenizer("ViT-B-16")(["a photo of a banded.", "a photo of a dotted."])
+    with torch.no_grad():
+        want = plain.eval().encode_image(images), plain.encode_text(tokens)
+        base = open_clip.create_model("ViT-B-16-quickgelu", pretrained=str(user.hf_weights)).eval()
+        tuned = peft.PeftModel.from_pretrained(base, str(user.home / "vitb16-dtd-peft")).eval().base_model.model
+        hf = transformers.CLIPModel.from_pretrained(str(user.home / "vitb16-dtd-hf")).eval()
+        hf_img, hf_txt = hf.get_image_features(pixel_values=images), hf.get_text_features(input_ids=tokens)
+        for got in ((tuned.encode_image(images), tuned.encode_text(tokens)),
+                    tuple(getattr(x, "pooler_output", x) for x in (hf_img, hf_txt))):
+            for g, w in zip(got, want, strict=True):
+                torch.testing.assert_close(g, w, atol=1e-5, rtol=0)
+    classes = json.loads((user.home / "vitb16-dtd-hf" / "glad_adapter.json").read_text())["classnames"]
+    classify = transformers.pipeline("zero-shot-image-classification", model=str(user.home / "vitb16-dtd-hf"))
+    assert classify(Image.open(photos / "p0.jpg"), candidate_labels=classes)[0]["label"] in classes
     res = run_shell(with_budget(hub), user.home)
     assert res.returncode == 0, res.stderr[-3000:]
     assert re.search(r"dtd \[base\]: \d+\.\d\d% of 1", res.stdout), res.stdout

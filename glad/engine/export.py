@@ -56,6 +56,9 @@ def check_export(output: str, format: str, dtype: str) -> str | None:
         return f"--format {format} writes a folder; pass --output DIR"
     if os.path.isfile(output) and not is_file:
         return f"--output {output} is a file; export to a folder (or, for open_clip, to a .safetensors file name)"
+    others = [f for f, main in _MAIN_FILE.items() if f != format and os.path.isfile(os.path.join(output, main))]
+    if others and not is_file:  # one format a folder: its glad_adapter.json describes that one
+        return f"--output {output} holds a --format {others[0]} export; export --format {format} to another folder"
     return None
 
 
