@@ -256,3 +256,21 @@ def test_transformers_export_refuses_siglip_in_one_line(tmp_path, one_thread):
                                    str(tmp_path / "hf"), "--format", "transformers"])
     assert res.exit_code == 2 and "OpenAI-architecture" in res.output and "CustomTextCLIP" in res.output
     assert not (tmp_path / "hf" / "model.safetensors").exists()
+
+
+def test_every_format_stores_the_asked_dtype(tmp_path):
+    from safetensors.torch import load_file
+
+    from glad.models.loading import load_base_clip
+
+    clip, _, _, tok = load_base_clip("glad-tiny", None, device="cpu")
+    model = GladModel(clip, tok, lora=LoraConfig(), use_alignnet=False, model_name="glad-tiny", pretrained=None)
+    save_adapter(model, str(tmp_path / "adapter"), classnames=["a", "b"])
+    for fmt, main in (("open_clip", "open_clip_model"), ("peft", "adapter_model")):
+        out = tmp_path / fmt
+        export(tmp_path / "adapter", out, "--format", fmt, "--dtype", "bf16")
+        stored = {t.dtype for t in load_file(str(out / f"{main}.safetensors")).values() if t.is_floating_point()}
+        assert stored == {torch.bfloat16}
+    res = CliRunner().invoke(cli, ["export", "--adapter", str(tmp_path / "adapter"), "--output", str(tmp_path / "peft"),
+                                   "--format", "open_clip"])
+    assert res.exit_code == 2 and "holds a --format peft export" in res.output
