@@ -454,15 +454,27 @@ def test_state_dict_round_trip_resumes_exactly():
         assert torch.equal(p, q)
 
 
-def test_lr_scheduler_acts_on_the_base_optimizer():
+def test_gradreg_is_a_torch_optimizer_sharing_groups_and_state_with_its_base():
+    """Schedulers attach to GradReg itself (no reaching into base_optimizer); its param_groups
+    and state are the base optimizer's own objects; hooks run; the parameters are fixed."""
     model = SinNet()
-    base = torch.optim.SGD(model.parameters(), lr=1.0)
+    base = torch.optim.AdamW(model.parameters(), lr=1.0)
     opt = GradReg(None, base)
-    sched = torch.optim.lr_scheduler.StepLR(base, step_size=1, gamma=0.5)
+    assert isinstance(opt, torch.optim.Optimizer)
+    assert opt.param_groups is base.param_groups and opt.state is base.state
+    sched = torch.optim.lr_scheduler.StepLR(opt, step_size=1, gamma=0.5)
+    calls = []
+    opt.register_step_post_hook(lambda o, args, kwargs: calls.append(o))
     x, y = batch()
-    opt.step(make_closure(model, opt, x, y))
-    sched.step()
-    assert opt.param_groups[0]["lr"] == 0.5
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # e.g. "lr_scheduler.step() before optimizer.step()"
+        opt.step(make_closure(model, opt, x, y))
+        sched.step()
+    assert base.param_groups[0]["lr"] == 0.5 and calls == [opt]
+    assert set(base.state) == set(model.parameters())  # AdamW's moments, seen through GradReg
+    assert all(opt.state[p]["step"] == 1 for p in model.parameters())
+    with pytest.raises(RuntimeError, match="fixed when it is built"):
+        opt.add_param_group({"params": [nn.Parameter(torch.zeros(2))]})
 
 
 def test_a_parameter_unused_in_one_pass_is_handled():

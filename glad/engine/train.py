@@ -91,10 +91,9 @@ def train_step(model, net, optimizer: GradReg, images, labels, tokens, kl_weight
     if kl_weight > 0:
         with runtime.autocast():
             teacher = model.zeroshot_logits(images, tokens).float()
-    base = optimizer.base_optimizer
 
     def closure():
-        base.zero_grad(set_to_none=False)
+        optimizer.zero_grad(set_to_none=False)
         with runtime.autocast():
             logits = net(images, tokens)
         loss, loss_parts = glad_loss(logits.float(), labels, teacher, kl_weight)
@@ -145,8 +144,7 @@ def train(model, method: Method, cfg: TrainConfig, items, classnames, template, 
         net = torch.nn.parallel.DistributedDataParallel(
             model, device_ids=[device.index] if device.type == "cuda" else None)
     optimizer = make_optimizer(params, method, cfg, net, scaler=runtime.grad_scaler())
-    base = optimizer.base_optimizer
-    scheduler = torch.optim.lr_scheduler.LambdaLR(base, cosine_factor(total_iters, cfg.warmup_iters))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_factor(total_iters, cfg.warmup_iters))
     kl_weight = cfg.kl_weight if method.kl else 0.0
 
     checkpoints = Checkpointer(os.path.join(job_dir, "checkpoints"))
@@ -206,7 +204,7 @@ def train(model, method: Method, cfg: TrainConfig, items, classnames, template, 
             images = images.to(device, non_blocking=True)
             labels = labels.to(device, non_blocking=True)
             parts = {}
-            lr = base.param_groups[0]["lr"]
+            lr = optimizer.param_groups[0]["lr"]
             loss = train_step(model, net, optimizer, images, labels, tokens, kl_weight, runtime, parts)
             scheduler.step()
             step += 1

@@ -41,15 +41,19 @@ class NonFiniteStepWarning(RuntimeWarning):
     """A step was skipped because its loss or a gradient was NaN or infinite."""
 
 
-class GradReg:
+class GradReg(torch.optim.Optimizer):
     """Gradient-regularised (or SAM, or plain) steps of `base_optimizer` over `params`.
+
+    A ``torch.optim.Optimizer`` whose ``param_groups`` and ``state`` are the base
+    optimizer's own (the same objects): LR schedulers, ``zero_grad`` and step hooks
+    attach to GradReg itself, and what they change is what the base optimizer steps with.
 
     Args:
         params: the trainable parameters theta (tensors or param-group dicts), or
             ``None`` for all parameters of `base_optimizer`. They must be exactly
             the base optimizer's parameters.
         base_optimizer: any ``torch.optim.Optimizer`` over `params`; LR
-            schedulers are attached to it, not to GradReg.
+            schedulers attach to GradReg or to it alike (one set of param_groups).
         rho: SAM radius (>= 0). alpha: weight of the perturbed gradient in
             ``g_f`` (in [0, 1]). delta: stabiliser of the projection (>= 0).
         mode: ``"gradreg"`` (Algorithm 1), ``"sam"`` or ``"off"``.
@@ -104,6 +108,9 @@ class GradReg:
         self.replay_rng = bool(replay_rng)
         self.scaler = scaler if scaler is not None and scaler.is_enabled() else None
         self.params = _collect_params(params, base_optimizer)
+        super().__init__(self.params, dict(base_optimizer.defaults))  # validates; sets up the hooks
+        self._groups_fixed = True  # from here on param_groups and state are the base optimizer's
+        del self._own_groups, self._own_state
 
         self._ddp, self._group = ddp_group(model)
         self.per_rank_perturbation = bool(per_rank_perturbation)
@@ -130,9 +137,47 @@ class GradReg:
         self.last_info: dict[str, torch.Tensor | None] = {}
 
     # -- the optimizer surface --------------------------------------------------------------
+    # One set of groups and state, the base optimizer's, read through on every access (its
+    # load_state_dict replaces the objects): a scheduler's lr is the one the base steps with.
+    # While Optimizer.__init__ runs they are its own scratch copies.
     @property
     def param_groups(self):
-        return self.base_optimizer.param_groups
+        return self.base_optimizer.param_groups if self._fixed() else vars(self)["_own_groups"]
+
+    @param_groups.setter
+    def param_groups(self, value):
+        if self._fixed():
+            self.base_optimizer.param_groups = value
+        else:
+            vars(self)["_own_groups"] = value
+
+    @property
+    def state(self):
+        return self.base_optimizer.state if self._fixed() else vars(self)["_own_state"]
+
+    @state.setter
+    def state(self, value):
+        if self._fixed():
+            self.base_optimizer.state = value
+        else:
+            vars(self)["_own_state"] = value
+
+    @property
+    def defaults(self):
+        return self.base_optimizer.defaults
+
+    @defaults.setter
+    def defaults(self, value):
+        pass  # Optimizer.__init__ sets them; the base optimizer's are the ones
+
+    def _fixed(self) -> bool:
+        return vars(self).get("_groups_fixed", False)
+
+    def add_param_group(self, param_group: dict) -> None:
+        if self._fixed():  # the gradient buffers are laid out for these parameters
+            raise RuntimeError("GradReg's parameters are fixed when it is built (its gradient buffers are laid "
+                               "out for them); build a new base optimizer and GradReg with every parameter")
+        super().add_param_group(param_group)
 
     @property
     def skipped_steps(self) -> int:
