@@ -12,7 +12,7 @@ then clipping of ``g_f`` and the base optimizer's step. Mode ``sam`` steps with
 ``g'`` (steps 1-3), mode ``off`` with ``g`` (one pass).
 
 How the step keeps its costs low: the gradients live in two persistent flat
-buffers (one per pass, ``p.grad`` being views into them, see ``_buffers``), so
+buffers (one per pass, ``p.grad`` being views into them, see ``glad.ops.flat``), so
 the projection, the finiteness checks and the clipping each run on one tensor
 per dtype, and nothing is allocated or copied per step when the closure zeroes
 with ``zero_grad(set_to_none=False)``. By default the parameters' values move
@@ -30,7 +30,7 @@ import warnings
 import torch
 
 from glad.models.replay import RngReplay
-from glad.optim._buffers import FlatParamLayout, GradBuffers, check_storage
+from glad.ops.flat import FlatGrads, FlatParamLayout, check_storage
 from glad.optim._distributed import all_reduce_mean_, ddp_group, sum_over_ranks
 from glad.optim._passes import frozen_running_stats, running_stat_layers
 
@@ -118,7 +118,7 @@ class GradReg(torch.optim.Optimizer):
             raise ValueError("per_rank_perturbation=True needs model= the DistributedDataParallel "
                              "module the closure runs (for its no_sync()); got "
                              f"{type(model).__name__}")
-        self._buffers = GradBuffers(self.params, count=1 if mode == "off" else 2)
+        self._buffers = FlatGrads(self.params, count=1 if mode == "off" else 2)
         # the perturbation's operands: the parameters, or their flat buffers (same order)
         if flat_params is None:
             flat_params = not _share_storage(self.params)
