@@ -210,3 +210,27 @@ def test_cuda_kernels_missing_for_this_gpu_fall_back_once_with_a_warning(monkeyp
     monkeypatch.setattr(_dispatch, "_probed", {})
     monkeypatch.setattr(_dispatch, "_probe_call", lambda name, device: None)
     assert _dispatch.resolve("auto", device) == "cuda"  # kernels that run are used
+
+
+def test_the_validation_cache_keeps_no_tensor_alive():
+    """A finished job's gradients and backups are freed: glad.ops remembers what it validated
+    through weak references only, and a dead entry is a miss, never a stale result."""
+    import gc
+    import weakref
+
+    params = [torch.randn(5), torch.randn(3, 4)]
+    grads = [torch.randn(5), torch.randn(3, 4)]
+    state = ops.sam_perturb_(params, grads, 0.1)
+    ops.sam_restore_(params, state)
+    state = ops.sam_perturb_(params, grads, 0.1, backup=state.backup)  # the cached path
+    ops.sam_restore_(params, state)
+    refs = [weakref.ref(t) for t in (*params, *grads, *state.backup)]
+    del params, grads, state
+    gc.collect()
+    assert all(r() is None for r in refs)
+    params, grads = [torch.randn(5)], [torch.randn(5)]  # new tensors, maybe at reused ids
+    before = params[0].clone()
+    ops.project_interpolate_(grads, [torch.randn(5)], 0.5)
+    state = ops.sam_perturb_(params, grads, 0.1)
+    ops.sam_restore_(params, state)
+    assert torch.equal(params[0], before)

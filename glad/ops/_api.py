@@ -67,7 +67,7 @@ def _backup_buffers(params, ps, kept, backup):
     backup = _as_list(backup, "backup")
     key = ("backup", id(ps[0]), len(ps))
     return cached_check(key, (ps, backup), lambda: _check_backup(params, ps, kept, backup),
-                        outputs=lambda out: (out,))
+                        outputs=lambda out: (ps, out))  # the params' layout is part of what was checked
 
 
 def _check_backup(params, ps, kept, backup):

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import operator
+import weakref
 from collections import OrderedDict
 from collections.abc import Sequence
+from itertools import repeat
 
 import torch
 
@@ -90,11 +92,66 @@ def _explain(i, a, b, first_name, second_name, device):
 
 # Lists validated recently: a training loop passes the same tensors every step, and
 # validating 150 of them costs more host time than the kernels take on a GPU. An entry holds
-# the tensors themselves (so their ids cannot be reused by new tensors) and a fingerprint of
-# their addresses, shapes, strides, dtypes and devices; a hit needs the same objects with the
-# same fingerprint, so `.data =`, `set_()` or an in-place resize between calls is noticed.
+# the ids of the lists' items, weak references to the result's tensors (so a finished job's
+# buffers are freed; a result whose tensor died is a miss) and a fingerprint of the tensors'
+# addresses, shapes, strides, dtypes and devices, which is all a validation depends on: so
+# `.data =`, `set_()` or an in-place resize between calls is noticed, and a new tensor at a
+# reused id is only ever taken for one that would pass the same checks.
 _CACHE_SIZE = 8
 _validated: OrderedDict[tuple, tuple] = OrderedDict()
+_Ref = weakref.ref
+
+
+class _Dead(Exception):
+    """A weakly held tensor is gone."""
+
+
+class _Refs(tuple):
+    """Weak references to a list or tuple of tensors (`kind`)."""
+
+    kind: type
+
+
+class _Nested(tuple):
+    """A list or tuple (`kind`) holding tensors or sequences, each weakened."""
+
+    kind: type
+
+
+def _sequence(cls, items, kind):
+    out = cls(items)
+    out.kind = kind
+    return out
+
+
+def _weak(obj):
+    """`obj` with every tensor in its (nested) tuples and lists held by a weak reference."""
+    if isinstance(obj, torch.Tensor):
+        return _Ref(obj)
+    if isinstance(obj, (tuple, list)):
+        if obj and all(isinstance(x, torch.Tensor) for x in obj):
+            return _sequence(_Refs, map(_Ref, obj), type(obj))
+        if any(isinstance(x, (torch.Tensor, tuple, list)) for x in obj):
+            return _sequence(_Nested, map(_weak, obj), type(obj))
+    return obj  # no tensor inside (indices, numbers): kept as it is
+
+
+def _strong(obj):
+    """The inverse of `_weak`; raises _Dead when a tensor is gone."""
+    kind = type(obj)
+    if kind is _Refs:  # a list of tensors: C-level passes only
+        out = list(map(_Ref.__call__, obj))
+        if any(map(operator.is_, out, repeat(None))):
+            raise _Dead
+        return out if obj.kind is list else obj.kind(out)
+    if kind is _Nested:
+        return obj.kind(map(_strong, obj))
+    if kind is _Ref:
+        target = obj()
+        if target is None:
+            raise _Dead
+        return target
+    return obj
 
 
 def clear_validation_cache() -> None:
@@ -134,13 +191,17 @@ def cached_check(key: tuple, inputs: tuple, check, outputs):
         return check()
     entry = _validated.get(key)
     if entry is not None:
-        seen, pointers, result = entry
-        if all(len(a) == len(b) and all(map(operator.is_, a, b)) for a, b in zip(inputs, seen, strict=True)) \
-                and _pointers(outputs(result)) == pointers:
-            _validated.move_to_end(key)
-            return result
+        ids, pointers, weak_result = entry
+        if all(list(map(id, x)) == seen for x, seen in zip(inputs, ids, strict=True)):
+            try:
+                result = _strong(weak_result)
+            except _Dead:
+                result = None
+            if result is not None and _pointers(outputs(result)) == pointers:
+                _validated.move_to_end(key)
+                return result
     result = check()
-    _validated[key] = (tuple(tuple(x) for x in inputs), _pointers(outputs(result)), result)
+    _validated[key] = (tuple(list(map(id, x)) for x in inputs), _pointers(outputs(result)), _weak(result))
     _validated.move_to_end(key)
     while len(_validated) > _CACHE_SIZE:
         _validated.popitem(last=False)
