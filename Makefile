@@ -10,7 +10,7 @@ NATIVE := $(wildcard csrc/*.cpp csrc/*.h csrc/cuda/*.cu csrc/cuda/*.cuh)
 GLAD_BUILD_CUDA ?= $(shell nvidia-smi -L >/dev/null 2>&1 && echo 1 || echo 0)
 export GLAD_BUILD_CUDA
 
-.PHONY: install demo test lint bench info clean
+.PHONY: install demo test test-slow check-native lint bench info clean
 
 install: $(STAMP)
 
@@ -29,8 +29,18 @@ $(STAMP): pyproject.toml setup.py constraints.txt $(NATIVE) | $(PY)
 demo: install
 	$(VENV)/bin/glad train
 
-test: install
-	$(PY) -m pytest -q
+# The native backends the install was asked to build must be there: a failed build is an
+# error here, not a quiet skip of the native tests (GLAD_BUILD_EXT=0 asks for none).
+check-native: install
+	@GLAD_BUILD_EXT=$${GLAD_BUILD_EXT:-auto} $(PY) -m glad.ops.check_native
+
+# The fast suite (a few minutes on 2 cores); `make test-slow` runs the long end-to-end
+# tests, and CI runs both.
+test: check-native
+	$(PY) -m pytest -q -m "not slow"
+
+test-slow: check-native
+	$(PY) -m pytest -q -m slow
 
 lint: install
 	$(VENV)/bin/ruff check glad cli tests benchmarks

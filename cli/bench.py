@@ -45,7 +45,9 @@ def _run(name: str, cfg, as_json: bool, output: str | None, quiet: bool = False)
 
 
 def _none(value):
-    return None if value is None or value.strip().lower() in ("", "none", "null", "random") else value
+    from glad.config import weights_or_none
+
+    return weights_or_none(value)
 
 
 def _csv(value):

@@ -2,39 +2,53 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sys
+import typing
 
 import click
 
 from glad.config import (
-    ENCODERS,
     EVAL_PRECISIONS,
+    FIELD_TYPES,
     METHODS,
-    PROTOCOLS,
-    TARGETS,
-    TRAIN_PRECISIONS,
     ConfigError,
     TrainConfig,
     canonical_settings,
     default_workers,
     is_user_data,
+    option_name,
+    weights_or_none,
 )
 
-# TrainConfig field -> option name, for every flag that maps one-to-one.
-_FIELD_OPTIONS = {
-    "protocol": "--protocol", "data_root": "--data-root", "shots": "--shots", "model": "--model",
-    "pretrained": "--pretrained", "cache_dir": "--cache-dir", "offline": "--offline", "output": "--output",
-    "epochs": "--epochs", "batch_size": "--batch-size", "lr": "--lr", "wd": "--wd",
-    "warmup_iters": "--warmup-iters", "grad_clip": "--grad-clip", "precision": "--precision",
-    "lora_r": "--lora-r", "lora_alpha": "--lora-alpha", "lora_dropout": "--lora-dropout", "rslora": "--rslora",
-    "lora_encoders": "--lora-encoders", "lora_targets": "--lora-targets", "tokenizer": "--tokenizer",
-    "rho": "--rho", "gradreg_alpha": "--gradreg-alpha", "delta": "--delta", "kl_weight": "--kl-weight",
-    "workers": "--workers", "eval_batch_size": "--eval-batch-size", "device": "--device",
-    "eval_precision": "--eval-precision", "image_cache_gb": "--image-cache-gb",
-    "deterministic": "--deterministic", "checkpoint_every": "--checkpoint-every", "max_iters": "--max-iters",
-    "template": "--template", "tensorboard": "--tensorboard", "parallel": "--parallel", "shard": "--shard", "crop_scale": "--crop-scale", "quick_gelu": "--quick-gelu",
-}
+
+def _field_option(f: dataclasses.Field):
+    """The `glad train` option of one TrainConfig field: its flag, type, default and help."""
+    meta = f.metadata
+    annotation = FIELD_TYPES[f.name]
+    args = typing.get_args(annotation)
+    if type(None) in args:  # X | None
+        annotation = next(a for a in args if a is not type(None))
+    multiple = typing.get_origin(annotation) is list and meta["nargs"] is None
+    inner = typing.get_args(annotation)[0] if typing.get_origin(annotation) is list else annotation
+    default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+    flag = option_name(f.name)
+    kwargs = {"help": meta["help"], "show_default": meta["show_default"]}
+    if meta["envvar"]:
+        kwargs["envvar"] = meta["envvar"]
+    if inner is bool:
+        if default is None:  # three states: on, off, decided by glad
+            return click.option(f"{flag}/--no-{flag[2:]}", f.name, default=None, **kwargs)
+        return click.option(flag, *meta["aliases"], f.name, is_flag=True, default=default, **kwargs)
+    kind = click.Choice(list(meta["choices"])) if meta["choices"] else inner
+    return click.option(flag, *meta["aliases"], f.name, type=kind, default=default, multiple=multiple,
+                        nargs=meta["nargs"] or 1, **kwargs)
+
+
+# the TrainConfig fields that are `glad train` options of the same name
+FIELD_OPTIONS = [f for f in dataclasses.fields(TrainConfig) if f.metadata.get("cli", True)]
+_OPTION_FIELDS = {f.name for f in FIELD_OPTIONS}
 
 
 def _fail(message: str) -> None:
@@ -97,7 +111,7 @@ def _build_config(ctx: click.Context, params: dict, demo: bool = False) -> Train
         values.update(builtin_overrides(protocol))
     values.update(file_values)
     for name in explicit:
-        if name in _FIELD_OPTIONS:
+        if name in _OPTION_FIELDS:
             values[name] = list(params[name]) if isinstance(params[name], tuple) else params[name]
     for plural in ("datasets", "seeds", "methods"):
         if plural in explicit:
@@ -113,11 +127,11 @@ def _build_config(ctx: click.Context, params: dict, demo: bool = False) -> Train
     if values.get("protocol") == "finetune" and "shots" not in given:
         values["shots"] = [0]  # every training image
     if values.get("protocol") == "few-shot" and "shots" not in explicit | set(file_values) and not demo_run:
-        from glad.data.protocols import FEW_SHOT_SHOTS
+        from glad.protocols import FEW_SHOT_SHOTS
 
         values["shots"] = list(FEW_SHOT_SHOTS)  # the protocol's own: CoOp's 1, 2, 4, 8, 16
-    if isinstance(values.get("pretrained"), str) and values["pretrained"].lower() in ("none", "random", ""):
-        values["pretrained"] = None
+    if "pretrained" in values:
+        values["pretrained"] = weights_or_none(values["pretrained"])
     try:
         return TrainConfig.from_dict(values).validate()
     except ConfigError as exc:
@@ -128,85 +142,17 @@ def _common(f):
     options = [
         click.option("--config", type=click.Path(dir_okay=False),
                      help="YAML file of settings (field or flag names: `lr: 1e-3`, `dataset: [dtd]`); flags win."),
-        click.option("--protocol", type=click.Choice(PROTOCOLS), default="base-to-novel",
-                     help="The paper's protocol; its CoOp datasets unless --dataset names others."),
         click.option("--dataset", "datasets", multiple=True,
                      help="Dataset (repeatable): a CoOp name (dtd, imagenet, ...), imagefolder:PATH (one folder "
                           "per class), PATH.csv (path,label[,class]) or a CoOp split file PATH.json. Transfer "
                           "protocols: the first is the source, the rest are targets."),
-        click.option("--data-root", default="data", envvar="GLAD_DATA",
-                     help="Folder holding the CoOp dataset folders (imagenet/, dtd/, ...); env GLAD_DATA."),
-        click.option("--shots", type=int, multiple=True, default=[16], show_default=True,
-                     help="Training images per class (few-shot draw); repeatable with --protocol few-shot, "
-                          "whose default is 1 2 4 8 16."),
         click.option("--seeds", "seeds", type=int, multiple=True, help="Seeds (repeatable); default 1 2 3."),
         click.option("--seed", type=int, help="A single seed (same as one --seeds)."),
         click.option("--method", "methods", type=click.Choice(list(METHODS)), multiple=True,
                      help="Method(s) of the ablation (repeatable); default glad."),
-        click.option("--model", default="ViT-B-16", help="open_clip model name, hf-hub:org/repo, or glad-tiny."),
-        click.option("--pretrained", default="openai", help="open_clip tag, local weights file, hf-hub:..., or none."),
-        click.option("--quick-gelu/--no-quick-gelu", "quick_gelu", default=None,
-                     help="QuickGELU activations (OpenAI's weights use them). Default: decided from the weights."),
-        click.option("--tokenizer", default=None,
-                     help="A local tokenizer (a Hugging Face tokenizer folder or tokenizer.json) for models whose "
-                          "tokenizer would be downloaded (SigLIP, CLIPA, multilingual towers)."),
-        click.option("--cache-dir", default=None, help="Where downloaded weights are cached."),
-        click.option("--offline", is_flag=True, help="Never reach the network for weights."),
-        click.option("--output", default="runs/glad", help="Output folder; every file of the run is written here."),
-        click.option("--epochs", type=int, default=20, help="Training epochs per job."),
-        click.option("--batch-size", type=int, default=32, help="Training batch size (over all processes)."),
-        click.option("--lr", type=float, default=1e-3, help="Peak learning rate (AdamW, cosine per iteration)."),
-        click.option("--wd", type=float, default=1e-2, help="AdamW weight decay."),
-        click.option("--warmup-iters", "--warmup", "warmup_iters", type=int, default=0,
-                     help="Linear warmup iterations (--warmup: open_clip's name)."),
-        click.option("--grad-clip", "--grad-clip-norm", "grad_clip", type=float, default=None,
-                     help="Clip the final gradient's norm (--grad-clip-norm: open_clip's name)."),
-        click.option("--precision", type=click.Choice([*TRAIN_PRECISIONS, "fp16"]), default="auto",
-                     help="Training precision: fp32 (TF32 matmuls on a GPU), bf16 or amp_bf16 (bf16 autocast), "
-                          "amp (fp16 autocast with loss scaling); auto: bf16 on a GPU that has it, else amp; "
-                          "fp32 on a CPU."),
-        click.option("--eval-precision", type=click.Choice(list(EVAL_PRECISIONS)), default="auto",
-                     help="Evaluation autocast; auto: fp16 on a GPU (as CoOp's published CLIP numbers), "
-                          "fp32 on a CPU. Recorded in every result."),
-        click.option("--lora-r", type=int, default=8, help="LoRA rank."),
-        click.option("--lora-alpha", type=float, default=8.0, help="LoRA scale numerator (alpha / r)."),
-        click.option("--lora-dropout", type=float, default=0.0, help="Dropout on the LoRA input."),
-        click.option("--rslora", is_flag=True, help="Scale LoRA by alpha/sqrt(r) instead of alpha/r."),
-        click.option("--lora-encoders", type=click.Choice(ENCODERS), multiple=True, default=list(ENCODERS),
-                     show_default=True, help="Towers that get LoRA (repeatable); e.g. --lora-encoders text for a "
-                                             "ConvNeXt image tower, which has no attention."),
-        click.option("--lora-targets", type=click.Choice(TARGETS), multiple=True, default=["q", "k", "v"],
-                     show_default=True, help="Projections of each attention block that get LoRA (repeatable): "
-                                             "q k v, out (the attention output), mlp_fc / mlp_proj (the MLP)."),
-        click.option("--rho", type=float, default=0.1, help="SAM perturbation radius."),
-        click.option("--gradreg-alpha", type=float, default=0.5, help="Mix of the perturbed gradient."),
-        click.option("--delta", type=float, default=1e-12, help="Floor of ||g||^2 in the conflict projection."),
-        click.option("--kl-weight", type=float, default=1.0, help="Weight of the KL term to zero-shot CLIP."),
-        click.option("--workers", type=int, default=None, show_default=False,
-                     help=f"Data-loading worker processes, 0: in the main one. [default: the usable CPUs, at "
-                          f"most 16; here {default_workers()}]"),
-        click.option("--image-cache-gb", type=float, default=8.0,
-                     help="Memory for images decoded once: a job's training images (each epoch then only "
-                          "crops, flips, normalises) and the run's test sets (decoded once for all adapters); "
-                          "larger sets are decoded from the files; 0: off."),
-        click.option("--eval-batch-size", type=int, default=128, help="Evaluation batch size."),
-        click.option("--device", default="auto", help="auto, cpu, cuda or cuda:N."),
-        click.option("--deterministic", is_flag=True, help="Deterministic kernels (slower)."),
+        *(_field_option(field) for field in FIELD_OPTIONS),
         click.option("--threads", type=click.IntRange(1), default=None,
                      help="torch CPU threads of each process (default: torch's own choice)."),
-        click.option("--parallel", type=click.Choice(["data", "jobs"]), default="data",
-                     help="Under torchrun: data = each job over all processes (DDP); jobs = each process runs "
-                          "whole (method, dataset, seed) jobs on its own GPU."),
-        click.option("--shard", default=None,
-                     help="I/N: run the I-th of N shares of the jobs (0-based, e.g. $SLURM_ARRAY_TASK_ID/8); "
-                          "shards write results-shardI-of-N.jsonl, glad report merges them."),
-        click.option("--tensorboard", is_flag=True,
-                     help="Also stream the per-step training metrics to <output>/tensorboard (needs tensorboard)."),
-        click.option("--checkpoint-every", type=int, default=0, help="Iterations between checkpoints (0: per epoch)."),
-        click.option("--max-iters", type=int, default=None, help="Stop each job after this many iterations."),
-        click.option("--template", default=None, help="Prompt template overriding the dataset's, e.g. 'a photo of a {}.'"),
-        click.option("--crop-scale", type=float, nargs=2, default=None,
-                     help="Training crop's area fraction LOW HIGH (default: the dataset's; CoOp's 0.08 1)."),
     ]
     for option in reversed(options):
         f = option(f)
@@ -216,12 +162,13 @@ def _common(f):
 def _setup_logging():
     """glad's own progress lines at INFO; other libraries' (open_clip's ~9 lines a model load)
     only with `glad -v`. Under torchrun only rank 0 tells progress; every rank warns."""
-    import os
 
     verbose = bool(click.get_current_context().find_root().params.get("verbose"))
     logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
                         format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    rank = int(os.environ.get("RANK", "0"))
+    from glad.config import launch_ranks
+
+    rank = launch_ranks()[0]
     logging.getLogger("glad").setLevel(logging.INFO if rank == 0 or verbose else logging.WARNING)
 
 

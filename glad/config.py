@@ -6,16 +6,18 @@ import dataclasses
 import difflib
 import json
 import math
+import os
 import re
 import typing
 from dataclasses import dataclass, field
+
+from glad.protocols import PROTOCOLS  # noqa: F401 - the one protocol table, re-exported
 
 # Where LoRA can go: the towers, and the projections of each attention block (q/k/v/out)
 # and of its MLP (mlp_fc / mlp_proj).
 ENCODERS = ("image", "text")
 TARGETS = ("q", "k", "v", "out", "mlp_fc", "mlp_proj")
 
-PROTOCOLS = ("base-to-novel", "cross-dataset", "domain-generalization", "few-shot", "finetune")
 
 
 @dataclass(frozen=True)
@@ -51,66 +53,97 @@ class ConfigError(ValueError):
     """A setting is out of range or inconsistent; the message says which and how to fix it."""
 
 
+def setting(default=None, help: str = "", *, factory=None, choices=None, aliases=(), envvar=None, nargs=None,
+            show_default=False, cli: bool = True):
+    """A TrainConfig field and what its `glad train` option needs: the option is generated from
+    the field (name, type, default) and this help, so the two cannot drift apart."""
+    meta = {"help": help, "choices": choices, "aliases": tuple(aliases), "envvar": envvar, "nargs": nargs,
+            "show_default": show_default, "cli": cli}
+    if factory is not None:
+        return field(default_factory=factory, metadata=meta)
+    return field(default=default, metadata=meta)
+
+
 @dataclass
 class TrainConfig:
     """Every setting of `glad train`; CLI flags map one-to-one to these fields."""
 
-    protocol: str = "base-to-novel"
-    datasets: list[str] = field(default_factory=list)  # empty: the protocol's defaults
-    data_root: str = "data"
-    shots: list[int] = field(default_factory=lambda: [16])  # several only for the few-shot protocol
-    seeds: list[int] = field(default_factory=lambda: [1, 2, 3])
-    methods: list[str] = field(default_factory=lambda: ["glad"])
-    model: str = "ViT-B-16"
-    pretrained: str | None = "openai"
-    tokenizer: str | None = None  # a local tokenizer (HF folder or tokenizer.json); None: the model's own
-    cache_dir: str | None = None
-    offline: bool = False
-    output: str = "runs/glad"
+    protocol: str = setting("base-to-novel", "The paper's protocol; its CoOp datasets unless --dataset names others.",
+                            choices=tuple(PROTOCOLS))
+    # --dataset, --seed(s) and --method are hand-written options (singular flags, plural fields)
+    datasets: list[str] = setting(factory=list, cli=False)  # empty: the protocol's defaults
+    data_root: str = setting("data", "Folder holding the CoOp dataset folders (imagenet/, dtd/, ...); env GLAD_DATA.",
+                             envvar="GLAD_DATA")
+    shots: list[int] = setting(factory=lambda: [16], help="Training images per class (few-shot draw); repeatable "
+                               "with --protocol few-shot, whose default is 1 2 4 8 16.")
+    seeds: list[int] = setting(factory=lambda: [1, 2, 3], cli=False)
+    methods: list[str] = setting(factory=lambda: ["glad"], cli=False)
+    model: str = setting("ViT-B-16", "open_clip model name, hf-hub:org/repo, local-dir:FOLDER, or glad-tiny.")
+    pretrained: str | None = setting("openai", "open_clip tag, local weights file, transformers CLIPModel folder, "
+                                     "hf-hub:..., or none.")
+    tokenizer: str | None = setting(None, "A local tokenizer (a Hugging Face tokenizer folder or tokenizer.json) for "
+                                    "models whose tokenizer would be downloaded (SigLIP, CLIPA, multilingual towers).")
+    cache_dir: str | None = setting(None, "Where downloaded weights are cached.")
+    offline: bool = setting(False, "Never reach the network for weights.")
+    output: str = setting("runs/glad", "Output folder; every file of the run is written here.")
     # optimisation (paper 4.1 and SPEC section 4)
-    epochs: int = 20
-    batch_size: int = 32
-    lr: float = 1e-3
-    wd: float = 1e-2
-    warmup_iters: int = 0
-    grad_clip: float | None = None
-    precision: str = "auto"  # auto | fp32 | bf16 / amp_bf16 (autocast) | amp (fp16 autocast + loss scaling)
-    # evaluation autocast: auto = fp16 on CUDA (CoOp's CLIP numbers come from fp16), fp32 on CPU
-    eval_precision: str = "auto"
+    epochs: int = setting(20, "Training epochs per job.")
+    batch_size: int = setting(32, "Training batch size (over all processes).")
+    lr: float = setting(1e-3, "Peak learning rate (AdamW, cosine per iteration).")
+    wd: float = setting(1e-2, "AdamW weight decay.")
+    warmup_iters: int = setting(0, "Linear warmup iterations (--warmup: open_clip's name).", aliases=("--warmup",))
+    grad_clip: float | None = setting(None, "Clip the final gradient's norm (--grad-clip-norm: open_clip's name).",
+                                      aliases=("--grad-clip-norm",))
+    precision: str = setting("auto", "Training precision: fp32 (TF32 matmuls on a GPU), bf16 or amp_bf16 (bf16 "
+                             "autocast), amp (fp16 autocast with loss scaling); auto: bf16 on a GPU that has it, "
+                             "else amp; fp32 on a CPU.", choices=(*TRAIN_PRECISIONS, "fp16"))
+    eval_precision: str = setting("auto", "Evaluation autocast; auto: fp16 on a GPU (as CoOp's published CLIP "
+                                  "numbers), fp32 on a CPU. Recorded in every result.", choices=EVAL_PRECISIONS)
     # GLAD
-    lora_r: int = 8
-    lora_alpha: float = 8.0
-    lora_dropout: float = 0.0
-    lora_targets: list[str] = field(default_factory=lambda: ["q", "k", "v"])
-    lora_encoders: list[str] = field(default_factory=lambda: ["image", "text"])
-    rslora: bool = False
-    rho: float = 0.1
-    gradreg_alpha: float = 0.5
-    delta: float = 1e-12
-    kl_weight: float = 1.0
+    lora_r: int = setting(8, "LoRA rank.")
+    lora_alpha: float = setting(8.0, "LoRA scale numerator (alpha / r).")
+    lora_dropout: float = setting(0.0, "Dropout on the LoRA input.")
+    lora_targets: list[str] = setting(factory=lambda: ["q", "k", "v"], choices=TARGETS, show_default=True,
+                                      help="Projections of each attention block that get LoRA (repeatable): q k v, "
+                                           "out (the attention output), mlp_fc / mlp_proj (the MLP).")
+    lora_encoders: list[str] = setting(factory=lambda: list(ENCODERS), choices=ENCODERS, show_default=True,
+                                       help="Towers that get LoRA (repeatable); e.g. --lora-encoders text for a "
+                                            "ConvNeXt image tower, which has no attention.")
+    rslora: bool = setting(False, "Scale LoRA by alpha/sqrt(r) instead of alpha/r.")
+    rho: float = setting(0.1, "SAM perturbation radius.")
+    gradreg_alpha: float = setting(0.5, "Mix of the perturbed gradient.")
+    delta: float = setting(1e-12, "Floor of ||g||^2 in the conflict projection.")
+    kl_weight: float = setting(1.0, "Weight of the KL term to zero-shot CLIP.")
     # running
-    workers: int | None = None  # None: the usable CPUs, at most 16 (default_workers)
-    image_cache_gb: float = 8.0  # decoded training pixels per job / prepared test images per run; 0: off
-    eval_batch_size: int = 128
-    device: str = "auto"
-    deterministic: bool = False
-    checkpoint_every: int = 0  # iterations between checkpoints; 0 = once per epoch
-    max_iters: int | None = None  # stop early (tests, quick looks); None = full schedule
-    template: str | None = None  # overrides the dataset's prompt template
-    tensorboard: bool = False  # also stream the training metrics to <output>/tensorboard
-    # "data": every job over all processes (DDP); "jobs": each torchrun process runs whole jobs
-    parallel: str = "data"
-    shard: str | None = None  # "I/N": run the I-th of N shares of the plan's jobs (0 <= I < N)
-    # Training crop's area fraction; None: the dataset's own (built-in world: 0.9-1, since a
-    # small crop of a 32 px picture can cut out the objects that are its label), else CoOp's 0.08-1.
-    crop_scale: list[float] | None = None
-    # QuickGELU activations; None: decided from the weights (OpenAI's are QuickGELU).
-    quick_gelu: bool | None = None
+    workers: int | None = setting(None, "Data-loading worker processes, 0: in the main one. [default: the usable "
+                                  "CPUs, at most 16]")
+    image_cache_gb: float = setting(8.0, "Memory for images decoded once: a job's training images (each epoch then "
+                                    "only crops, flips, normalises) and the run's test sets (decoded once for all "
+                                    "adapters); larger sets are decoded from the files; 0: off.")
+    eval_batch_size: int = setting(128, "Evaluation batch size.")
+    device: str = setting("auto", "auto, cpu, cuda or cuda:N.")
+    deterministic: bool = setting(False, "Deterministic kernels (slower).")
+    checkpoint_every: int = setting(0, "Iterations between checkpoints (0: per epoch).")
+    max_iters: int | None = setting(None, "Stop each job after this many iterations.")
+    template: str | None = setting(None, "Prompt template overriding the dataset's, e.g. 'a photo of a {}.'")
+    tensorboard: bool = setting(False, "Also stream the per-step training metrics to <output>/tensorboard (needs "
+                                "tensorboard).")
+    parallel: str = setting("data", "Under torchrun: data = each job over all processes (DDP); jobs = each process "
+                            "runs whole (method, dataset, seed) jobs on its own GPU.", choices=("data", "jobs"))
+    shard: str | None = setting(None, "I/N: run the I-th of N shares of the jobs (0-based, e.g. "
+                                "$SLURM_ARRAY_TASK_ID/8); shards write results-shardI-of-N.jsonl, glad report "
+                                "merges them.")
+    # None: the dataset's own (built-in world: 0.9-1, since a small crop of a 32 px picture can
+    # cut out the objects that are its label), else CoOp's 0.08-1
+    crop_scale: list[float] | None = setting(None, "Training crop's area fraction LOW HIGH (default: the dataset's; "
+                                             "CoOp's 0.08 1).", nargs=2)
+    quick_gelu: bool | None = setting(None, "QuickGELU activations (OpenAI's weights use them). Default: decided "
+                                      "from the weights.")
 
     def validate(self) -> TrainConfig:
         """Raise ConfigError naming the first bad setting; returns self for chaining."""
         for f in dataclasses.fields(self):
-            _check_type(f.name, getattr(self, f.name), _FIELD_TYPES[f.name])
+            _check_type(f.name, getattr(self, f.name), FIELD_TYPES[f.name])
         if self.protocol not in PROTOCOLS:
             raise ConfigError(f"unknown protocol {self.protocol!r}; choose one of {', '.join(PROTOCOLS)}")
         for name in self.methods:
@@ -227,7 +260,7 @@ _SYNONYMS = {"learning_rate": "lr", "weight_decay": "wd", "num_workers": "worker
              "num_epochs": "epochs", "arch": "model", "data": "data_root", "root": "data_root"}
 
 
-def _flag(name: str) -> str:
+def option_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
@@ -241,7 +274,7 @@ def _check_type(name: str, value, annotation) -> None:
         origin, args = typing.get_origin(annotation), typing.get_args(annotation)
     if origin is list:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{_flag(name)} must be a list, got {value!r}")
+            raise ConfigError(f"{option_name(name)} must be a list, got {value!r}")
         for v in value:
             _check_type(name, v, args[0])
         return
@@ -250,12 +283,23 @@ def _check_type(name: str, value, annotation) -> None:
           float: isinstance(value, (int, float)) and not isinstance(value, bool),
           bool: isinstance(value, bool), str: isinstance(value, str)}[annotation]
     if not ok:
-        raise ConfigError(f"{_flag(name)} must be {expected}, got {value!r} ({type(value).__name__})")
+        raise ConfigError(f"{option_name(name)} must be {expected}, got {value!r} ({type(value).__name__})")
     if annotation is float and not math.isfinite(value):
-        raise ConfigError(f"{_flag(name)} must be a finite number, got {value!r}")
+        raise ConfigError(f"{option_name(name)} must be a finite number, got {value!r}")
 
 
-_FIELD_TYPES = typing.get_type_hints(TrainConfig)
+FIELD_TYPES = typing.get_type_hints(TrainConfig)
+
+
+NO_WEIGHTS = ("", "none", "null", "random")  # --pretrained values asking for random initialisation
+
+
+def weights_or_none(pretrained: str | None) -> str | None:
+    """`--pretrained` as glad reads it everywhere: None (random initialisation) for None, "",
+    "none", "null" or "random" (any case), else the value itself."""
+    if pretrained is None or (isinstance(pretrained, str) and pretrained.strip().lower() in NO_WEIGHTS):
+        return None
+    return pretrained
 
 
 def check_template(template: str) -> str | None:
@@ -280,6 +324,13 @@ def _shard_ok(shard: str) -> bool:
 
 def _device_ok(device: str) -> bool:
     return bool(re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", device))
+
+
+def launch_ranks() -> tuple[int, int, int]:
+    """(rank, world size, local rank) torchrun gave this process; (0, 1, 0) without torchrun.
+    The one place glad reads them from the environment."""
+    return (int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1")),
+            int(os.environ.get("LOCAL_RANK", "0")))
 
 
 def default_workers() -> int:

@@ -67,3 +67,39 @@ def test_bad_settings_are_refused_before_torch_is_imported(flags):
     res = subprocess.run([sys.executable, "-c", code, *flags], capture_output=True, text=True, timeout=120)
     assert res.stdout.strip() == "exit 2 False", (res.stdout, res.stderr)
     assert len([line for line in res.stderr.splitlines() if "error" in line.lower()]) == 1, res.stderr
+
+
+def test_every_train_option_is_its_trainconfig_field():
+    """`glad train`'s options are generated from TrainConfig: the same name, default, type, choices
+    and help; a field without an option (or an option shadowing a field) fails here."""
+    import dataclasses
+    import typing
+
+    import click
+    from glad_cli.main import cli
+
+    from glad.config import FIELD_TYPES, TrainConfig, option_name
+
+    params = {p.name: p for p in cli.commands["train"].params}
+    for f in dataclasses.fields(TrainConfig):
+        meta = f.metadata
+        if not meta["cli"]:
+            continue
+        p = params.pop(f.name)
+        assert option_name(f.name) in p.opts and p.help == meta["help"]
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        got = list(p.default) if isinstance(p.default, tuple) else p.default
+        assert got == default, f.name
+        if meta["choices"]:
+            assert list(p.type.choices) == list(meta["choices"])
+        annotation = FIELD_TYPES[f.name]
+        if type(None) in typing.get_args(annotation):  # X | None
+            annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+        base = [annotation]
+        is_list = typing.get_origin(base[0]) is list
+        assert p.multiple == (is_list and meta["nargs"] is None), f.name
+        inner = typing.get_args(base[0])[0] if is_list else base[0]
+        if inner is not bool and not meta["choices"]:
+            assert p.type == click.types.convert_type(inner), f.name
+    # what is left are the hand-written options: plural fields behind singular flags, and CLI-only ones
+    assert set(params) == {"config", "datasets", "seeds", "seed", "methods", "threads", "resume", "demo"}

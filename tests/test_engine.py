@@ -252,6 +252,8 @@ def test_builtin_default_runs_offline_end_to_end(tmp_path):
     assert "|  | glad |" in res.output
     saved = json.loads((out / "config.json").read_text())["config"]
     assert saved["model"] == "glad-tiny" and saved["methods"] == ["zeroshot", "lora", "glad"]
+    done = json.loads(next(out.glob("glad/*/seed1/done.json")).read_text())
+    assert done["steps"] == 3 and done["epochs_planned"] == 1 and 0 < done["epochs"] < 1  # cut by --max-iters
 
 
 def test_few_shot_protocol_on_a_coop_root(tiny, data_root, tmp_path):

@@ -105,3 +105,23 @@ def test_sdist_builds_a_wheel_named_glad_clip(tmp_path):
     assert "glad = glad_cli.main:main" in entry
     assert "glad/__init__.py" in files and "glad_cli/main.py" in files
     assert any(n.startswith("glad/_C") and n.endswith(".so") for n in files)
+
+
+def test_a_missing_native_build_that_was_asked_for_fails_make_test(monkeypatch):
+    """`make test` first runs glad.ops.check_native: a C++ build that failed (or CUDA kernels
+    asked for and not compiled) is an error naming it, not a quiet skip of the native tests."""
+    from glad.ops import check_native
+
+    missing = {"reference": {"available": True}, "triton": {"available": True},
+               "cpu": {"available": False, "reason": "glad._C is not built (no module)"},
+               "cuda": {"available": False, "built": False, "reason": "glad._C is not built (no module)"}}
+    monkeypatch.setattr("glad.ops.backend_info", lambda: missing)
+    assert check_native.problems({"GLAD_BUILD_EXT": "0"}) == []  # nothing was asked for
+    [cpu] = check_native.problems({})
+    assert "C++ extension was asked for" in cpu and "glad._C is not built" in cpu
+    cuda_home = os.path.dirname(os.path.dirname(shutil.which("nvcc") or "/usr/local/cuda/bin/nvcc"))
+    if os.path.exists(os.path.join(cuda_home, "bin", "nvcc")):
+        found = check_native.problems({"GLAD_BUILD_CUDA": "1", "CUDA_HOME": cuda_home})
+        assert len(found) == 2 and "GLAD_BUILD_CUDA=1" in found[1]
+    proc = _run("-m", "glad.ops.check_native")  # this install: what it was asked for is there
+    assert proc.returncode == 0, proc.stderr

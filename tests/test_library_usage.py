@@ -33,3 +33,44 @@ def test_readme_training_loop(tmp_path):
     load_adapter(fresh, tmp_path / "adapter")
     with torch.no_grad():
         assert torch.allclose(fresh(images, tokens), model(images, tokens), atol=1e-6)
+
+
+def test_importing_glad_changes_no_process_wide_setting():
+    """Importing glad registers nothing, switches nothing: no dataset provider, no TF32, no
+    deterministic mode, no offline hub (a fresh interpreter, as a user's script starts)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os, torch\n"
+        "before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,\n"
+        "          torch.are_deterministic_algorithms_enabled(), os.environ.get('HF_HUB_OFFLINE'))\n"
+        "import glad, glad.engine, glad.engine.runner, glad.engine.use, glad.models, glad.ops, glad.optim\n"
+        "import glad.data.registry as registry\n"
+        "after = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,\n"
+        "         torch.are_deterministic_algorithms_enabled(), os.environ.get('HF_HUB_OFFLINE'))\n"
+        "assert before == after, (before, after)\n"
+        "assert registry._providers == {}, registry._providers\n"
+        "print('ok')\n")
+    env = {k: v for k, v in __import__("os").environ.items() if k != "HF_HUB_OFFLINE"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr[-2000:]
+
+
+def test_a_runs_numerics_are_scoped_to_it():
+    """TF32 and deterministic algorithms are the run's (glad train / eval enter Runtime.numerics);
+    the caller's settings are back after, also after an error."""
+    from glad.engine.runtime import Runtime
+
+    flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+             torch.are_deterministic_algorithms_enabled())
+    runtime = Runtime(device=torch.device("cpu"), tf32=True, deterministic=True)
+    try:
+        with runtime.numerics():
+            assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32
+            assert torch.are_deterministic_algorithms_enabled()
+            raise KeyboardInterrupt
+    except KeyboardInterrupt:
+        pass
+    assert (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+            torch.are_deterministic_algorithms_enabled()) == flags

@@ -261,7 +261,27 @@ def test_no_network_fails_in_seconds_and_says_why(tmp_path, monkeypatch, caplog)
     assert [r.message for r in caplog.records if "no network" in r.message] == [
         "no network (huggingface.co:443 cannot be reached (Name or service not known)): reading the local "
         "cache only, as with --offline"]
-    assert offline_enabled()  # the rest of the process reads the cache only, as it was told
+    assert not offline_enabled()  # the process's own setting is back after the call
+    with pytest.raises(WeightsUnavailableError, match="no network"):  # not asked twice a process
+        load_clip("ViT-B-16", "openai", cache_dir=str(tmp_path), device="cpu")
+    assert len(asked) == 1 and not offline_enabled()
+
+
+def test_library_calls_leave_the_process_offline_setting_alone(monkeypatch, tmp_path):
+    """load_clip(offline=True) and an adapter by Hub id, refused or not, switch the hub off for
+    their own call only: the user's other Hugging Face code downloads as before."""
+    import huggingface_hub.constants as constants
+
+    from glad.engine.use import resolve_adapter
+
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    load_clip("ViT-B-16", None, device="cpu", offline=True)
+    with pytest.raises(WeightsUnavailableError):
+        load_clip("ViT-B-16", "openai", cache_dir=str(tmp_path), device="cpu", offline=True)
+    with pytest.raises(WeightsUnavailableError):
+        resolve_adapter("hf-hub:nobody/nothing", cache_dir=str(tmp_path), offline=True)
+    assert "HF_HUB_OFFLINE" not in os.environ and constants.HF_HUB_OFFLINE is False
 
 
 def test_a_reachable_hub_is_left_to_download(monkeypatch):

@@ -17,8 +17,8 @@ import torch
 from safetensors.torch import load_file
 from user_fixtures import run_shell
 
-from glad.data.protocols import BASE_TO_NOVEL_DATASETS, DG_TARGETS, TRANSFER_TARGETS
 from glad.engine.results import read_records
+from glad.protocols import BASE_TO_NOVEL_DATASETS, DG_TARGETS, TRANSFER_TARGETS
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 TRAIN_BUDGET = "--max-iters 1 --seeds 1 --workers 0 --eval-batch-size 4"

@@ -19,9 +19,10 @@ Class names are kept as the split files spell them; `format_prompt(template, nam
 turns `_` into a space when the prompt is made.
 """
 
+from glad.protocols import PROTOCOLS, Protocol, get_protocol, register_protocol_defaults
+
 from .coop import SPECS as COOP_SPECS
 from .loader import ImageDataset, load_image, make_loader
-from .protocols import PROTOCOLS, Protocol, get_protocol, register_protocol_defaults
 from .registry import (
     COOP_DATASETS,
     available_datasets,

@@ -16,10 +16,20 @@ BUILTIN_TRAINING = {"shots": [16], "epochs": 10, "batch_size": 32, "lr": 1e-3, "
                     "eval_batch_size": 256}
 
 
+def use_builtin_datasets() -> None:
+    """Let dataset names reach glad's built-in world: glad.world registers its datasets and
+    protocol variants when a name nobody registered is first asked for (it provides them like
+    a user's package). glad's train and eval ask for it; importing glad changes nothing."""
+    from glad.data.registry import register_provider
+
+    register_provider("glad.world")
+
+
 def builtin_datasets(protocol: str) -> list[str]:
     """Dataset names of the built-in world for a protocol (transfer: source first, then targets)."""
     from glad.data import get_protocol
 
+    use_builtin_datasets()
     spec = get_protocol(protocol, variant="builtin")  # registered by glad.world
     if spec.source is None:
         return list(spec.targets)

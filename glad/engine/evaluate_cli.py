@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from glad.config import weights_or_none
 from glad.data import build_dataset, subsample_classes
 from glad.engine.evaluate import evaluate
 from glad.engine.runtime import setup_runtime
@@ -19,8 +20,10 @@ def evaluate_adapter(adapter: str | None, datasets: list[str], split: str = "all
     The prompt is `template`, else the `--template` the adapter was trained with, else each
     dataset's own (CoOp's); the activation is the one the adapter was trained with.
     """
+    from glad.engine.defaults import use_builtin_datasets
     from glad.engine.use import load_tuned
 
+    use_builtin_datasets()
     runtime = setup_runtime(device, eval_precision=precision)
     data = [build_dataset(name, data_root) for name in datasets]  # fail on missing data before loading weights
     config = {}
@@ -28,7 +31,7 @@ def evaluate_adapter(adapter: str | None, datasets: list[str], split: str = "all
         net, config, _ = load_tuned(adapter, device=runtime.device, cache_dir=cache_dir, offline=offline,
                                     model=model, pretrained=pretrained, tokenizer=tokenizer)
     else:
-        weights = None if isinstance(pretrained, str) and pretrained.lower() == "none" else (pretrained or "openai")
+        weights = "openai" if pretrained is None else weights_or_none(pretrained)
         name = model or "ViT-B-16"
         clip, _, _, tok = load_base_clip(name, weights, cache_dir=cache_dir, device=runtime.device,
                                          offline=offline, tokenizer=tokenizer)
@@ -36,11 +39,12 @@ def evaluate_adapter(adapter: str | None, datasets: list[str], split: str = "all
                         pretrained=weights).to(runtime.device)
     transform = net.preprocess.test_transform()
     results = []
-    for name, ds in zip(datasets, data, strict=True):
-        part = ds if split == "all" else subsample_classes(ds, split)
-        prompt = template or config.get("template_override") or part.template
-        res = evaluate(net, part.test, part.classnames, prompt, transform, runtime,
-                       batch_size=batch_size, workers=workers)
-        results.append({"dataset": name, "split": split, "template": prompt,
-                        "eval_precision": runtime.eval_precision, **res})
+    with runtime.numerics():
+        for name, ds in zip(datasets, data, strict=True):
+            part = ds if split == "all" else subsample_classes(ds, split)
+            prompt = template or config.get("template_override") or part.template
+            res = evaluate(net, part.test, part.classnames, prompt, transform, runtime,
+                           batch_size=batch_size, workers=workers)
+            results.append({"dataset": name, "split": split, "template": prompt,
+                            "eval_precision": runtime.eval_precision, **res})
     return results

@@ -40,9 +40,10 @@ from glad.data import (
 )
 from glad.data.decoded import GIB, PreparedTestImages, test_images_bytes
 from glad.data.transforms import Preprocess
+from glad.engine.defaults import use_builtin_datasets
 from glad.engine.evaluate import evaluate, shard
 from glad.engine.results import read_records, write_tables
-from glad.engine.runtime import Runtime, setup_runtime
+from glad.engine.runtime import Runtime, launch_ranks, setup_runtime
 from glad.engine.train import StopRequested, train
 from glad.io import FolderBusyError, append_line, atomic_write_text, folder_lock
 from glad.models import (
@@ -191,6 +192,7 @@ def _write_run_config(cfg: TrainConfig, resolved: dict, data: dict[str, dict]) -
 
 class Runner:
     def __init__(self, cfg: TrainConfig, resume: bool = False, echo=print, stop_flag=lambda: False):
+        use_builtin_datasets()
         self.cfg = cfg.validate()
         self.resume = resume
         self.echo = echo
@@ -201,6 +203,8 @@ class Runner:
         self.labels: dict[str, str] = {}
         self._data_identity: dict | None = None
         self._prepared: OrderedDict = OrderedDict()  # (dataset, split, size) -> PreparedTestImages
+        # records an earlier run (or an earlier job of this one) left, by what they measured
+        self.reusable: dict[tuple, dict] = {}
 
     # -- pieces -------------------------------------------------------------------------
     def dataset(self, name):
@@ -317,7 +321,7 @@ class Runner:
         """Take the output folder's lock (rank 0 under torchrun: the ranks are one run) until
         `run` returns; refused in one line while another run holds it."""
         cfg = self.cfg
-        if os.environ.get("RANK", "0") != "0":
+        if launch_ranks()[0] != 0:
             return
         name = ".glad.lock" if cfg.shard is None else f".glad-shard-{cfg.shard.replace('/', '-of-')}.lock"
         try:
@@ -331,6 +335,7 @@ class Runner:
         shard_index, shard_count = job_shard(cfg)
         self.runtime = setup_runtime(cfg.device, cfg.precision, cfg.deterministic, cfg.eval_precision,
                                      distributed=cfg.parallel != "jobs")
+        self._held.enter_context(self.runtime.numerics())  # TF32 etc. for this run only
         jobs = plan(cfg)
         self.labels = dataset_labels(n for job in jobs for n in (job.train_dataset, *(e for e, _ in job.evals)))
         tasks = [(METHODS[m], job, seed) for m in cfg.methods for job in jobs for seed in cfg.seeds]
@@ -372,7 +377,7 @@ class Runner:
         done = {_record_key(r) for r in records if r["protocol"] == cfg.protocol}
         # Evaluations another protocol of this folder already made (the shared ImageNet source
         # model of cross-dataset and domain generalization; zero-shot CLIP anywhere), reused.
-        self.reusable = {}
+        self.reusable.clear()
         for r in records:
             if r.get("eval_precision", "fp32") == self.runtime.eval_precision:
                 self.reusable.setdefault(_reuse_key(METHODS.get(r["method"]), *_record_key(r)), r)
@@ -384,7 +389,7 @@ class Runner:
         records = read_run_records(cfg.output)
         tables = {}
         # one process makes the tables: rank 0 (under torchrun, in either mode) or each job-array shard
-        if self.runtime.is_main and os.environ.get("RANK", "0") == "0":
+        if self.runtime.is_main and launch_ranks()[0] == 0:
             tables = write_tables(records, cfg.output)
             if cfg.protocol in tables:
                 self.echo(tables[cfg.protocol].markdown())
@@ -508,7 +513,7 @@ def job_shard(cfg: TrainConfig) -> tuple[int, int]:
         index, count = (int(x) for x in cfg.shard.split("/"))
         return index, count
     if cfg.parallel == "jobs":
-        return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+        return launch_ranks()[:2]
     return 0, 1
 
 

@@ -233,7 +233,9 @@ def train(model, method: Method, cfg: TrainConfig, items, classnames, template, 
     if metrics is not None:
         metrics.close()
     mean_loss = torch.stack(running).mean().item() if running else float("nan")
-    stats = {"steps": step, "epochs": cfg.epochs, "mean_loss_last_run": mean_loss,
+    # the epochs run (a fraction when --max-iters cut the schedule), and the epochs asked for
+    stats = {"steps": step, "epochs": round(step / sampler.batches_per_epoch, 4), "epochs_planned": cfg.epochs,
+             "mean_loss_last_run": mean_loss,
              "skipped_steps": int(getattr(optimizer, "skipped_steps", 0))}
     if metrics is not None:
         stats["metrics"] = summarize(metrics.path)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 
 import torch
 
+from glad.config import weights_or_none
 from glad.data.readers import IMAGE_EXTENSIONS
 from glad.data.transforms import Preprocess
 from glad.models import (
@@ -30,10 +31,10 @@ from glad.models import (
 )
 from glad.models.adapter_io import SIDECAR_NAME
 from glad.models.loading import (
+    hub_offline,
     load_base_clip,
     offline_enabled,
     offline_unless_reachable,
-    set_offline,
 )
 
 HUB_PREFIX = "hf-hub:"
@@ -48,8 +49,11 @@ def resolve_adapter(adapter: str, cache_dir: str | None = None, offline: bool = 
             raise FileNotFoundError(f"adapter folder {adapter!r} does not exist; pass a folder written by "
                                     f"glad train (…/seedK/adapter) or hf-hub:user/name")
         return adapter
-    if offline:
-        set_offline(True)
+    with hub_offline(offline):
+        return _download_adapter(adapter, cache_dir)
+
+
+def _download_adapter(adapter: str, cache_dir: str | None) -> str:
     offline_unless_reachable()
     repo, _, revision = adapter[len(HUB_PREFIX):].partition("@")
     from huggingface_hub import snapshot_download
@@ -71,9 +75,7 @@ def load_tuned(adapter: str, *, device=None, cache_dir: str | None = None, offli
     folder = resolve_adapter(adapter, cache_dir=cache_dir, offline=offline)
     config = read_adapter_config(folder)
     name = model or config.get("base_model_name_or_path") or "ViT-B-16"
-    weights = pretrained if pretrained is not None else config.get("pretrained", "openai")
-    if isinstance(weights, str) and weights.lower() == "none":
-        weights = None
+    weights = weights_or_none(pretrained if pretrained is not None else config.get("pretrained", "openai"))
     tokenizer_path = tokenizer or config.get("tokenizer")
     clip, _, _, tok = load_base_clip(name, weights, cache_dir=cache_dir, device=device, offline=offline,
                                      quick_gelu=config.get("quick_gelu"), tokenizer=tokenizer_path)

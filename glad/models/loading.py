@@ -6,6 +6,7 @@ open_clip is imported inside the functions so that ``offline=True`` can set
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import logging
 import os
@@ -17,6 +18,7 @@ from urllib.parse import urlparse
 
 import torch
 
+from glad.config import weights_or_none
 from glad.models.hf_clip import (
     hf_clip_config,
     hf_clip_weights,
@@ -31,7 +33,6 @@ from glad.quiet import no_random_init_warning
 log = logging.getLogger("glad")
 
 BUILTIN_TINY = "glad-tiny"
-_NONE_VALUES = ("", "none", "random", "null")
 _WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ckpt")
 _ALTERNATIVES = ("pass a local weights file instead (--pretrained /path/to/{model}.safetensors, or the OpenAI "
                  "{model}.pt file), --pretrained none for random weights, or --model glad-tiny for the "
@@ -43,13 +44,36 @@ class WeightsUnavailableError(RuntimeError):
 
 
 def set_offline(offline: bool = True) -> None:
-    """Switch Hugging Face hub downloads off (``HF_HUB_OFFLINE=1``), also if the hub is already imported."""
+    """Switch Hugging Face hub downloads off (``HF_HUB_OFFLINE=1``) for the whole process, also
+    if the hub is already imported. glad's own loaders scope it to one call (`hub_offline`)."""
     if not offline:
         return
     os.environ["HF_HUB_OFFLINE"] = "1"
     constants = sys.modules.get("huggingface_hub.constants")
     if constants is not None:  # the hub read the variable at import: update its copy too
         constants.HF_HUB_OFFLINE = True
+
+
+def _env_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+
+
+@contextlib.contextmanager
+def hub_offline(offline: bool = False):
+    """Hugging Face downloads off for the block when `offline` (and when a download inside finds
+    no network, see `offline_unless_reachable`); the process's own setting is back after."""
+    env = os.environ.get("HF_HUB_OFFLINE")
+    try:
+        set_offline(offline)
+        yield
+    finally:
+        if env is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = env
+        constants = sys.modules.get("huggingface_hub.constants")
+        if constants is not None:
+            constants.HF_HUB_OFFLINE = _env_offline()
 
 
 _REACH_TIMEOUT_S = 3.0
@@ -85,18 +109,20 @@ def offline_unless_reachable(url: str | None = None) -> None:
     global _no_network
     if offline_enabled():
         return
-    why = unreachable(url)
-    if why is not None:
+    if _no_network is None:  # asked once a process: a dropped connection costs the full timeout
+        why = unreachable(url)
+        if why is None:
+            return
         _no_network = why
         log.warning("no network (%s): reading the local cache only, as with --offline", why)
-        set_offline(True)
+    set_offline(True)  # inside glad's loaders this lasts one call (hub_offline restores it)
 
 
 def offline_enabled() -> bool:
     constants = sys.modules.get("huggingface_hub.constants")
     if constants is not None and getattr(constants, "HF_HUB_OFFLINE", False):
         return True
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().upper() in ("1", "ON", "YES", "TRUE")
+    return _env_offline()
 
 
 def _hf_cache(cache_dir: str | None) -> str:
@@ -329,7 +355,7 @@ def load_clip(model: str = "ViT-B-16", pretrained: str | None = "openai", cache_
             or None / ``"none"`` for random initialisation. Ignored with a schema ``model``.
         cache_dir: where downloaded weights are cached (default: the Hugging Face cache).
         device: where the model goes (default: CUDA if available, else CPU).
-        offline: never download (sets ``HF_HUB_OFFLINE=1``); cached weights still load.
+        offline: never download (``HF_HUB_OFFLINE=1`` for this call); cached weights still load.
         precision: open_clip precision (``fp32``, ``fp16``, ``bf16``, ``pure_fp16`` ...).
         quick_gelu: force QuickGELU on/off. By default decided as open_clip means it: the tag's
             own config for a tag; for a file, `quick_gelu_of_file` (OpenAI weights are QuickGELU),
@@ -342,8 +368,11 @@ def load_clip(model: str = "ViT-B-16", pretrained: str | None = "openai", cache_
             the cache folder, whether offline mode is on, and what to pass instead.
         ValueError: unknown model name or tag.
     """
-    if offline:
-        set_offline(True)
+    with hub_offline(offline):
+        return _load_clip(model, pretrained, cache_dir, device, precision, quick_gelu, tokenizer)
+
+
+def _load_clip(model, pretrained, cache_dir, device, precision, quick_gelu, tokenizer):
     if model == BUILTIN_TINY:
         try:
             from glad.world.tiny import load_glad_tiny
@@ -355,8 +384,7 @@ def load_clip(model: str = "ViT-B-16", pretrained: str | None = "openai", cache_
     import open_clip
 
     device = _resolve_device(device)
-    if isinstance(pretrained, str) and pretrained.strip().lower() in _NONE_VALUES:
-        pretrained = None
+    pretrained = weights_or_none(pretrained)
 
     if model.startswith(("hf-hub:", "local-dir:")):
         if model.startswith("local-dir:"):

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from glad.config import weights_or_none
 from glad.quiet import no_random_init_warning
 from glad.world.cache import (
     atomic_write_bytes,
@@ -41,7 +42,6 @@ MODEL_CONFIG: dict = {
     "text_cfg": {"context_length": 20, "vocab_size": 49408, "width": 96, "heads": 3, "layers": 2,
                  "mlp_ratio": 2.0},
 }
-_NONE = {"", "none", "null", "random"}
 
 
 def register_model_config() -> None:
@@ -183,8 +183,7 @@ def load_glad_tiny(pretrained: str | None = PRETRAINED_TAG, cache_dir=None, devi
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     model, tokenizer = create_model("cpu")
-    if isinstance(pretrained, str) and pretrained.strip().lower() in _NONE:
-        pretrained = None
+    pretrained = weights_or_none(pretrained)
     if pretrained == PRETRAINED_TAG:
         _load_state(model, str(ensure_pretrained(budget, cache_dir, progress=progress)))
     elif pretrained is not None:

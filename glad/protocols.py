@@ -104,7 +104,7 @@ def get_protocol(name: str, variant: str = "coop") -> Protocol:
     """The protocol `name` for a variant ("coop": the paper's datasets; "builtin": glad.world's)."""
     key = normalize_protocol(name)
     if key not in _VARIANTS.get(variant, {}):
-        from .registry import load_providers
+        from glad.data.registry import load_providers
 
         load_providers()
     if key not in _VARIANTS.get(variant, {}):
