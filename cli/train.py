@@ -34,7 +34,8 @@ def _field_option(f: dataclasses.Field):
     inner = typing.get_args(annotation)[0] if typing.get_origin(annotation) is list else annotation
     default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
     flag = option_name(f.name)
-    kwargs = {"help": meta["help"], "show_default": meta["show_default"]}
+    kwargs = {"help": meta["help"].format(meta["note"]()) if meta["note"] else meta["help"],
+              "show_default": meta["show_default"]}
     if meta["envvar"]:
         kwargs["envvar"] = meta["envvar"]
     if inner is bool:

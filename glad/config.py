@@ -54,11 +54,12 @@ class ConfigError(ValueError):
 
 
 def setting(default=None, help: str = "", *, factory=None, choices=None, aliases=(), envvar=None, nargs=None,
-            show_default=False, cli: bool = True):
+            show_default=False, cli: bool = True, note=None):
     """A TrainConfig field and what its `glad train` option needs: the option is generated from
-    the field (name, type, default) and this help, so the two cannot drift apart."""
+    the field (name, type, default) and this help, so the two cannot drift apart. `note()`,
+    when given, fills the help's `{}` with what this machine makes of the default."""
     meta = {"help": help, "choices": choices, "aliases": tuple(aliases), "envvar": envvar, "nargs": nargs,
-            "show_default": show_default, "cli": cli}
+            "show_default": show_default, "cli": cli, "note": note}
     if factory is not None:
         return field(default_factory=factory, metadata=meta)
     return field(default=default, metadata=meta)
@@ -116,7 +117,7 @@ class TrainConfig:
     kl_weight: float = setting(1.0, "Weight of the KL term to zero-shot CLIP.")
     # running
     workers: int | None = setting(None, "Data-loading worker processes, 0: in the main one. [default: the usable "
-                                  "CPUs, at most 16]")
+                                  "CPUs, at most 16; here {}]", note=lambda: default_workers())
     image_cache_gb: float = setting(8.0, "Memory for images decoded once: a job's training images (each epoch then "
                                     "only crops, flips, normalises) and the run's test sets (decoded once for all "
                                     "adapters); larger sets are decoded from the files; 0: off.")

@@ -15,7 +15,7 @@
 Other dataset sets (glad's built-in offline world) are variants of the same protocols:
 `register_protocol_defaults(protocol, source, targets, variant="builtin")` adds one,
 and `get_protocol(name, variant)` returns it ("coop" is `PROTOCOLS` itself). Asking for
-an unknown variant imports the dataset providers once (`registry.register_provider`), so
+an unknown variant imports the dataset providers once (`glad.providers`), so
 that theirs are registered.
 """
 
@@ -104,7 +104,7 @@ def get_protocol(name: str, variant: str = "coop") -> Protocol:
     """The protocol `name` for a variant ("coop": the paper's datasets; "builtin": glad.world's)."""
     key = normalize_protocol(name)
     if key not in _VARIANTS.get(variant, {}):
-        from glad.data.registry import load_providers
+        from glad.providers import load_providers
 
         load_providers()
     if key not in _VARIANTS.get(variant, {}):

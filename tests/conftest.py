@@ -19,6 +19,36 @@ def _seeded():
     yield
 
 
+@pytest.fixture(autouse=True)
+def _keep_threads():
+    """A test that changes torch's thread count (glad bench, --threads) gives it back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """GLAD_CACHE in this test's own temporary folder (never the home cache); the folder."""
+    from data_fixtures import make_env_cache
+
+    return make_env_cache(monkeypatch, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def coop_root(tmp_path_factory):
+    """A CoOp data root: oxford_pets, dtd, imagenet, eurosat and imagenet_a, a few images each."""
+    from data_fixtures import make_coop_dataset
+
+    root = tmp_path_factory.mktemp("data")
+    make_coop_dataset(root, "oxford_pets", n_classes=5, per_class=(4, 2, 3))
+    make_coop_dataset(root, "dtd", n_classes=4, per_class=(4, 2, 3))
+    make_coop_dataset(root, "imagenet", n_classes=4, per_class=(4, 2, 3))
+    make_coop_dataset(root, "eurosat", n_classes=3, per_class=(2, 2, 3))
+    make_coop_dataset(root, "imagenet_a", n_classes=4, per_class=(0, 0, 2))
+    return root
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One torch thread for a module of tiny-model tests: more threads only add contention."""

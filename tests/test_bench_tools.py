@@ -9,24 +9,11 @@ import subprocess
 import sys
 
 import pytest
-import torch
 from click.testing import CliRunner
-from engine_fixtures import TINY_MODEL, register_tiny_model
+from engine_fixtures import TINY_MODEL
 from glad_cli.main import cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return register_tiny_model(tmp_path_factory.mktemp("models"))
-
-
-@pytest.fixture(autouse=True)
-def _keep_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def _bench(tmp_path, *args):

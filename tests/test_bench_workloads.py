@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 from click.testing import CliRunner
-from engine_fixtures import TINY_MODEL, register_tiny_model
+from engine_fixtures import TINY_MODEL
 from glad_cli.main import cli
 
 from glad.bench import train as train_bench
@@ -20,18 +20,6 @@ from glad.bench.memory import state_bytes, transient_peak_bytes
 from glad.bench.timing import Clock, PartTimers, patched
 from glad.bench.train import METHODS as TRAIN_METHODS
 from glad.bench.train import SPLIT_PARTS
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    return register_tiny_model(tmp_path_factory.mktemp("models"))
-
-
-@pytest.fixture(autouse=True)
-def _keep_threads():
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def _invoke(*args):

@@ -86,7 +86,8 @@ def test_every_train_option_is_its_trainconfig_field():
         if not meta["cli"]:
             continue
         p = params.pop(f.name)
-        assert option_name(f.name) in p.opts and p.help == meta["help"]
+        assert option_name(f.name) in p.opts
+        assert p.help == (meta["help"].format(meta["note"]()) if meta["note"] else meta["help"])
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         got = list(p.default) if isinstance(p.default, tuple) else p.default
         assert got == default, f.name

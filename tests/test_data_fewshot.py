@@ -8,15 +8,13 @@ import random
 from pathlib import Path
 
 import pytest
-from data_fixtures import dassl_reference_draw, make_coop_dataset, make_env_cache, write_image
+from data_fixtures import dassl_reference_draw, make_coop_dataset, write_image
 
 import glad.data as gd
 from glad.data import shots as fewshot_module
 
-
-@pytest.fixture(autouse=True)
-def _private_cache(monkeypatch, tmp_path):
-    make_env_cache(monkeypatch, tmp_path)
+# every test with its own GLAD_CACHE (the few-shot draws are cached there)
+pytestmark = pytest.mark.usefixtures("cache")
 
 
 def uneven(label: int) -> tuple[int, int, int]:

@@ -16,15 +16,13 @@ import types
 import zlib
 
 import pytest
-from data_fixtures import dassl_reference_draw, make_coop_dataset, make_env_cache
+from data_fixtures import dassl_reference_draw, make_coop_dataset
 
 import glad.data as gd
 from glad.data import DatasetError, Datum
 
-
-@pytest.fixture(autouse=True)
-def _private_cache(monkeypatch, tmp_path):
-    make_env_cache(monkeypatch, tmp_path)
+# every test with its own GLAD_CACHE (the few-shot draws are cached there)
+pytestmark = pytest.mark.usefixtures("cache")
 
 
 class _Listing:

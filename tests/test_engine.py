@@ -11,7 +11,6 @@ import time
 import pytest
 import torch
 from click.testing import CliRunner
-from data_fixtures import make_coop_dataset
 from engine_fixtures import PYTHON, base_flags, write_launcher
 from glad_cli.main import cli
 from safetensors.torch import load_file
@@ -19,25 +18,14 @@ from safetensors.torch import load_file
 from glad.engine.results import harmonic_mean, read_records
 
 
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
-    root = tmp_path_factory.mktemp("data")
-    make_coop_dataset(root, "oxford_pets", n_classes=5, per_class=(4, 2, 3))
-    make_coop_dataset(root, "dtd", n_classes=4, per_class=(4, 2, 3))
-    make_coop_dataset(root, "imagenet", n_classes=4, per_class=(4, 2, 3))
-    make_coop_dataset(root, "eurosat", n_classes=3, per_class=(2, 2, 3))
-    make_coop_dataset(root, "imagenet_a", n_classes=4, per_class=(0, 0, 2))
-    return root
-
-
 def _train(*args, env=None):
     result = CliRunner().invoke(cli, ["train", *args], env=env, catch_exceptions=False)
     return result
 
 
-def test_base_to_novel_table_and_records(tiny, data_root, tmp_path):
+def test_base_to_novel_table_and_records(tiny, coop_root, tmp_path):
     out = tmp_path / "b2n"
-    res = _train(*base_flags(data_root, out), "--dataset", "oxford_pets", "--dataset", "dtd",
+    res = _train(*base_flags(coop_root, out), "--dataset", "oxford_pets", "--dataset", "dtd",
                  "--method", "zeroshot", "--method", "lora", "--method", "glad", "--seeds", "1", "--seeds", "2")
     assert res.exit_code == 0, res.output
     records = read_records(str(out / "results.jsonl"))
@@ -64,28 +52,28 @@ def test_base_to_novel_table_and_records(tiny, data_root, tmp_path):
     assert csv_text.startswith("Dataset,Method,Base,Base std,Novel,Novel std,HM,Seeds")
     # A rerun skips every completed (dataset, seed) and rewrites nothing it had.
     before = (out / "results.jsonl").read_text()
-    res = _train(*base_flags(data_root, out), "--dataset", "oxford_pets", "--dataset", "dtd",
+    res = _train(*base_flags(coop_root, out), "--dataset", "oxford_pets", "--dataset", "dtd",
                  "--method", "zeroshot", "--method", "lora", "--method", "glad", "--seeds", "1", "--seeds", "2")
     assert res.exit_code == 0 and (out / "results.jsonl").read_text() == before
 
 
 @pytest.mark.parametrize("method", ["lora-sam", "lora-gradreg", "lora-alignnet"])
-def test_each_ablation_method_trains(tiny, data_root, tmp_path, method):
+def test_each_ablation_method_trains(tiny, coop_root, tmp_path, method):
     out = tmp_path / method
-    res = _train(*base_flags(data_root, out, **{"--epochs": 1}), "--dataset", "oxford_pets", "--method", method,
+    res = _train(*base_flags(coop_root, out, **{"--epochs": 1}), "--dataset", "oxford_pets", "--method", method,
                  "--seed", "1")
     assert res.exit_code == 0, res.output
     assert {r["split"] for r in read_records(str(out / "results.jsonl"))} == {"base", "novel"}
 
 
-def test_cross_dataset_then_domain_generalization_share_the_source_model(tiny, data_root, tmp_path):
+def test_cross_dataset_then_domain_generalization_share_the_source_model(tiny, coop_root, tmp_path):
     out = tmp_path / "transfer"
-    res = _train(*base_flags(data_root, out), "--protocol", "cross-dataset", "--dataset", "imagenet",
+    res = _train(*base_flags(coop_root, out), "--protocol", "cross-dataset", "--dataset", "imagenet",
                  "--dataset", "dtd", "--dataset", "eurosat", "--method", "glad", "--seed", "1")
     assert res.exit_code == 0, res.output
     done = out / "glad" / "imagenet-all" / "seed1" / "done.json"
     stamp = done.stat().st_mtime_ns
-    res = _train(*base_flags(data_root, out), "--protocol", "domain-generalization", "--dataset", "imagenet",
+    res = _train(*base_flags(coop_root, out), "--protocol", "domain-generalization", "--dataset", "imagenet",
                  "--dataset", "imagenet_a", "--method", "glad", "--seed", "1")
     assert res.exit_code == 0, res.output
     assert done.stat().st_mtime_ns == stamp  # trained once, reused
@@ -111,17 +99,17 @@ def test_cross_dataset_then_domain_generalization_share_the_source_model(tiny, d
     (["--shots", "0"], "--shots"),
     (["--dataset", "food101"], "food-101"),  # missing data: names the folder expected
 ])
-def test_bad_input_is_one_clear_line(tiny, data_root, tmp_path, args, message):
+def test_bad_input_is_one_clear_line(tiny, coop_root, tmp_path, args, message):
     out = tmp_path / "bad"
-    res = CliRunner().invoke(cli, ["train", *base_flags(data_root, out), *args])
+    res = CliRunner().invoke(cli, ["train", *base_flags(coop_root, out), *args])
     assert res.exit_code == 2, res.output
     assert message in res.output
     assert not out.exists(), "a rejected run must write nothing"
 
 
-def test_output_holding_other_settings_is_refused(tiny, data_root, tmp_path):
+def test_output_holding_other_settings_is_refused(tiny, coop_root, tmp_path):
     out = tmp_path / "run"
-    flags = base_flags(data_root, out, **{"--epochs": 1})
+    flags = base_flags(coop_root, out, **{"--epochs": 1})
     assert _train(*flags, "--dataset", "oxford_pets", "--method", "lora", "--seed", "1").exit_code == 0
     before = (out / "results.jsonl").read_text()
     res = CliRunner().invoke(cli, ["train", *flags, "--lr", "0.5", "--dataset", "oxford_pets", "--method", "lora",
@@ -130,16 +118,16 @@ def test_output_holding_other_settings_is_refused(tiny, data_root, tmp_path):
     assert (out / "results.jsonl").read_text() == before
 
 
-def test_missing_weights_file_is_a_clear_error(tiny, data_root, tmp_path):
-    res = CliRunner().invoke(cli, ["train", *base_flags(data_root, tmp_path / "w", **{"--pretrained":
+def test_missing_weights_file_is_a_clear_error(tiny, coop_root, tmp_path):
+    res = CliRunner().invoke(cli, ["train", *base_flags(coop_root, tmp_path / "w", **{"--pretrained":
                                    str(tmp_path / "nope.safetensors")}), "--dataset", "oxford_pets"])
     assert res.exit_code == 2 and "nope.safetensors" in res.output
 
 
 @pytest.mark.slow
-def test_kill_and_resume_gives_the_same_adapter_and_results(tiny, data_root, tmp_path):
+def test_kill_and_resume_gives_the_same_adapter_and_results(tiny, coop_root, tmp_path):
     launcher = write_launcher(tmp_path, tiny)
-    flags = base_flags(data_root, tmp_path / "x", **{"--epochs": 20, "--checkpoint-every": 1}) + [
+    flags = base_flags(coop_root, tmp_path / "x", **{"--epochs": 20, "--checkpoint-every": 1}) + [
         "--dataset", "oxford_pets", "--method", "glad", "--seed", "3", "--deterministic"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
@@ -185,9 +173,9 @@ def _one_process_then_two(launcher, flags, tmp_path, parallel: str = "data"):
 
 
 @pytest.mark.slow
-def test_torchrun_two_processes_match_one(tiny, data_root, tmp_path):
+def test_torchrun_two_processes_match_one(tiny, coop_root, tmp_path):
     launcher = write_launcher(tmp_path, tiny)
-    flags = base_flags(data_root, tmp_path / "x", **{"--epochs": 2}) + [
+    flags = base_flags(coop_root, tmp_path / "x", **{"--epochs": 2}) + [
         "--dataset", "oxford_pets", "--method", "glad", "--seed", "1"]
     two = _one_process_then_two(launcher, flags, tmp_path)
     job = "glad/oxford_pets-base/seed1/adapter/adapter_model.safetensors"
@@ -206,28 +194,28 @@ def test_torchrun_two_processes_match_one(tiny, data_root, tmp_path):
     assert "rank 1 evaluated" not in two.stderr  # only rank 0 tells progress
 
 
-def test_config_file_gives_defaults_and_flags_win(tiny, data_root, tmp_path):
+def test_config_file_gives_defaults_and_flags_win(tiny, coop_root, tmp_path):
     out = tmp_path / "cfg"
     cfg = tmp_path / "run.yaml"
     cfg.write_text("epochs: 1\nkl-weight: 0.5\nmethods: [lora]\nseeds: [2]\n")
-    res = _train(*base_flags(data_root, out), "--config", str(cfg), "--dataset", "dtd", "--method", "zeroshot")
+    res = _train(*base_flags(coop_root, out), "--config", str(cfg), "--dataset", "dtd", "--method", "zeroshot")
     assert res.exit_code == 0, res.output
     saved = json.loads((out / "config.json").read_text())["config"]
     assert saved["kl_weight"] == 0.5 and saved["seeds"] == [2] and saved["methods"] == ["zeroshot"]
     assert saved["epochs"] == 2  # base_flags passes --epochs 2 explicitly: the flag wins
     bad = tmp_path / "bad.yaml"
     bad.write_text("learning_rate: 1\n")
-    res = CliRunner().invoke(cli, ["train", *base_flags(data_root, tmp_path / "b"), "--config", str(bad)])
+    res = CliRunner().invoke(cli, ["train", *base_flags(coop_root, tmp_path / "b"), "--config", str(bad)])
     assert res.exit_code == 2 and "learning_rate" in res.output
 
 
-def test_eval_and_report_rebuild(tiny, data_root, tmp_path):
+def test_eval_and_report_rebuild(tiny, coop_root, tmp_path):
     out = tmp_path / "r"
-    assert _train(*base_flags(data_root, out, **{"--epochs": 1}), "--dataset", "dtd", "--method", "glad",
+    assert _train(*base_flags(coop_root, out, **{"--epochs": 1}), "--dataset", "dtd", "--method", "glad",
                   "--seed", "1").exit_code == 0
     adapter = out / "glad" / "dtd-base" / "seed1" / "adapter"
     res = CliRunner().invoke(cli, ["eval", "--adapter", str(adapter), "--dataset", "dtd", "--split", "novel",
-                                   "--data-root", str(data_root), "--device", "cpu", "--workers", "0", "--json"])
+                                   "--data-root", str(coop_root), "--device", "cpu", "--workers", "0", "--json"])
     assert res.exit_code == 0, res.output
     evaluated = json.loads(res.output)[0]
     recorded = next(r for r in read_records(str(out / "results.jsonl")) if r["split"] == "novel")
@@ -256,9 +244,9 @@ def test_builtin_default_runs_offline_end_to_end(tmp_path):
     assert done["steps"] == 3 and done["epochs_planned"] == 1 and 0 < done["epochs"] < 1  # cut by --max-iters
 
 
-def test_few_shot_protocol_on_a_coop_root(tiny, data_root, tmp_path):
+def test_few_shot_protocol_on_a_coop_root(tiny, coop_root, tmp_path):
     out = tmp_path / "fewshot"
-    flags = base_flags(data_root, out, **{"--epochs": 1})
+    flags = base_flags(coop_root, out, **{"--epochs": 1})
     del flags[flags.index("--shots"):flags.index("--shots") + 2]
     res = _train(*flags, "--protocol", "few-shot", "--dataset", "dtd",
                  "--dataset", "oxford_pets", "--shots", "1", "--shots", "2", "--method", "zeroshot",
@@ -296,11 +284,11 @@ def test_few_shot_demo_on_the_builtin_world(tmp_path):
     assert "| world_shapes | lora |" in res.output
 
 
-def test_training_metrics_per_step_and_their_curves(tiny, data_root, tmp_path):
+def test_training_metrics_per_step_and_their_curves(tiny, coop_root, tmp_path):
     from glad.engine.metrics import FIELDS, read_metrics
 
     out = tmp_path / "metrics"
-    res = _train(*base_flags(data_root, out), "--dataset", "dtd", "--method", "glad", "--method", "lora",
+    res = _train(*base_flags(coop_root, out), "--dataset", "dtd", "--method", "glad", "--method", "lora",
                  "--seed", "1")
     assert res.exit_code == 0, res.output
     job = out / "glad" / "dtd-base" / "seed1"
@@ -340,9 +328,9 @@ def _records_by_key(folder):
     return {(r["method"], r["eval_dataset"], r["split"], r["seed"]): r["accuracy"] for r in read_run_records(str(folder))}
 
 
-def test_job_parallel_torchrun_and_shards_equal_one_process(tiny, data_root, tmp_path):
+def test_job_parallel_torchrun_and_shards_equal_one_process(tiny, coop_root, tmp_path):
     launcher = write_launcher(tmp_path, tiny)
-    flags = base_flags(data_root, tmp_path / "x", **{"--epochs": 2}) + [
+    flags = base_flags(coop_root, tmp_path / "x", **{"--epochs": 2}) + [
         "--dataset", "oxford_pets", "--dataset", "dtd", "--method", "lora", "--method", "glad", "--seed", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run([PYTHON, str(launcher), "train", *flags, "--output", str(tmp_path / "one")],
@@ -384,9 +372,9 @@ def _children(pid: int) -> list[int]:
     return out
 
 
-def test_a_killed_rank_is_restarted_by_torchrun_and_resumes(tiny, data_root, tmp_path):
+def test_a_killed_rank_is_restarted_by_torchrun_and_resumes(tiny, coop_root, tmp_path):
     launcher = write_launcher(tmp_path, tiny)
-    flags = base_flags(data_root, tmp_path / "x", **{"--epochs": 40, "--checkpoint-every": 3}) + [
+    flags = base_flags(coop_root, tmp_path / "x", **{"--epochs": 40, "--checkpoint-every": 3}) + [
         "--dataset", "oxford_pets", "--dataset", "dtd", "--method", "lora", "--seed", "1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     one = subprocess.run([PYTHON, str(launcher), "train", *flags, "--output", str(tmp_path / "one")],
@@ -430,11 +418,11 @@ def test_builtin_transfer_demos_share_their_source_model(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("parallel", ["data", "jobs"])
-def test_torchrun_zeroshot_over_several_seeds_reuses_on_every_rank(tiny, data_root, tmp_path, parallel):
+def test_torchrun_zeroshot_over_several_seeds_reuses_on_every_rank(tiny, coop_root, tmp_path, parallel):
     """zero-shot is evaluated once for all seeds: every rank must decide so, or the ranks'
     collectives no longer match (each rank used to decide from a record only rank 0 holds)."""
     launcher = write_launcher(tmp_path, tiny)
-    flags = base_flags(data_root, tmp_path / "x") + ["--dataset", "oxford_pets", "--method", "zeroshot",
+    flags = base_flags(coop_root, tmp_path / "x") + ["--dataset", "oxford_pets", "--method", "zeroshot",
                                                      "--seeds", "1", "--seeds", "2", "--seeds", "3"]
     _one_process_then_two(launcher, flags, tmp_path, parallel)
     key = lambda r: (r["seed"], r["split"], r["accuracy"])  # noqa: E731

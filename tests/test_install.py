@@ -26,8 +26,19 @@ def test_python_dash_m_glad_info_json():
         assert isinstance(entry["available"], bool) and entry["reason"]
 
 
-def test_reference_backend_always_available():
-    assert backend_info()["reference"]["available"]
+def test_reference_backend_is_listed_and_runs():
+    """The reference backend is what every install has: listed with its reason, and computing
+    the projection (checked against float64 by hand)."""
+    import torch
+
+    from glad.ops import project_interpolate_
+
+    info = backend_info()["reference"]
+    assert info["available"] and "torch" in info["reason"]
+    g, r = torch.tensor([1.0, 0.0]), torch.tensor([-1.0, 1.0])
+    project_interpolate_([g], [r], 0.5, 0.0, backend="reference")
+    # <g, r> = -1 < 0: r' = r - (-1 / 1) g = (0, 1); g_f = 0.5 g + 0.5 r' = (0.5, 0.5)
+    assert torch.equal(g, torch.tensor([0.5, 0.5]))
 
 
 def test_console_script_installed():

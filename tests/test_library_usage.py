@@ -46,7 +46,7 @@ def test_importing_glad_changes_no_process_wide_setting():
         "before = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,\n"
         "          torch.are_deterministic_algorithms_enabled(), os.environ.get('HF_HUB_OFFLINE'))\n"
         "import glad, glad.engine, glad.engine.runner, glad.engine.use, glad.models, glad.ops, glad.optim\n"
-        "import glad.data.registry as registry\n"
+        "import glad.providers as registry\n"
         "after = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,\n"
         "         torch.are_deterministic_algorithms_enabled(), os.environ.get('HF_HUB_OFFLINE'))\n"
         "assert before == after, (before, after)\n"

@@ -9,7 +9,6 @@ from safetensors.torch import load_file
 
 from glad.models import (
     AdapterMismatchError,
-    GladModel,
     LoraConfig,
     inject_lora,
     is_merged,
@@ -17,7 +16,7 @@ from glad.models import (
     read_adapter_config,
     save_adapter,
 )
-from glad.models.testing import build_tiny_clip
+from glad.models.testing import build_tiny_clip, build_tiny_glad
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -26,9 +25,8 @@ DEFAULT_LORA = LoraConfig()
 
 
 def _glad(lora=DEFAULT_LORA, alignnet=True, name="tiny", pretrained="tag-a", hidden=(256, 128)):
-    clip, tok = build_tiny_clip()
-    return GladModel(clip, tok, lora=lora, use_alignnet=alignnet, model_name=name,
-                     pretrained=pretrained, alignnet_hidden=hidden)
+    """This module's model: named, with weights "tag-a" (what adapters record and check)."""
+    return build_tiny_glad(lora, alignnet, model_name=name, pretrained=pretrained, alignnet_hidden=hidden)
 
 
 def _perturb(model, seed=0):

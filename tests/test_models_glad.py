@@ -12,7 +12,7 @@ from glad.models import (
     is_merged,
     tokens_key,
 )
-from glad.models.testing import build_tiny_clip
+from glad.models.testing import build_tiny_clip, build_tiny_glad
 
 CLASSES = ["cat", "dog", "car", "tree", "boat"]
 
@@ -23,9 +23,6 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 DEFAULT_LORA = LoraConfig()
 
 
-def _glad(lora=DEFAULT_LORA, alignnet=True, **kw):
-    clip, tok = build_tiny_clip(**kw)
-    return GladModel(clip, tok, lora=lora, use_alignnet=alignnet, model_name="tiny", pretrained=None)
 
 
 def _batch(model, n=4, seed=2):
@@ -43,7 +40,7 @@ def _perturb_trainables(model, std=0.2, seed=4):
 
 
 def test_fresh_model_equals_zero_shot_exactly():
-    model = _glad()
+    model = build_tiny_glad()
     images, tokens, labels = _batch(model)
     logits = model(images, tokens)
     teacher = model.zeroshot_logits(images, tokens)
@@ -59,7 +56,7 @@ def test_fresh_model_equals_zero_shot_exactly():
 
 
 def test_trainable_parameters_are_lora_and_alignnet_only():
-    model = _glad()
+    model = build_tiny_glad()
     trainable = model.trainable_parameters()
     names = [n for n, _ in model.named_trainable_parameters()]
     assert all(("lora_" in n) or n.startswith("alignnet.") for n in names)
@@ -69,11 +66,11 @@ def test_trainable_parameters_are_lora_and_alignnet_only():
     # q/k/v of 2 image blocks (width 64) and 2 text blocks (width 48), r = 8: 2*r*width each
     n_lora = sum(p.numel() for n, p in model.named_trainable_parameters() if "lora_" in n)
     assert n_lora == 2 * 3 * 2 * 8 * 64 + 2 * 3 * 2 * 8 * 48
-    assert _glad(lora=None, alignnet=False).trainable_parameters() == []
+    assert build_tiny_glad(lora=None, alignnet=False).trainable_parameters() == []
 
 
 def test_gradients_flow_only_to_adapters_and_alignnet():
-    model = _glad()
+    model = build_tiny_glad()
     _perturb_trainables(model)  # past step 0 every trainable tensor gets a gradient
     images, tokens, labels = _batch(model)
     teacher = model.zeroshot_logits(images, tokens)
@@ -91,7 +88,7 @@ def test_gradients_flow_only_to_adapters_and_alignnet():
 
 
 def test_zero_shot_path_ignores_adapters_and_caches_text_features():
-    model = _glad()
+    model = build_tiny_glad()
     images, tokens, _ = _batch(model)
     before = model.zeroshot_logits(images, tokens)
     _perturb_trainables(model, std=0.5)
@@ -122,7 +119,7 @@ def test_zero_shot_path_ignores_adapters_and_caches_text_features():
 
 
 def test_adapters_disabled_switches_alignnet_off_too():
-    model = _glad(lora=None)
+    model = build_tiny_glad(lora=None)
     _perturb_trainables(model)
     images, tokens, _ = _batch(model)
     f, t = model.encode_image(images), model.encode_text(tokens)
@@ -137,7 +134,7 @@ def test_adapters_disabled_switches_alignnet_off_too():
 
 
 def test_merged_context():
-    model = _glad(lora=LoraConfig(targets=("q", "k", "v", "out")))
+    model = build_tiny_glad(lora=LoraConfig(targets=("q", "k", "v", "out")))
     _perturb_trainables(model)
     images, tokens, _ = _batch(model)
     with torch.no_grad():
@@ -157,7 +154,7 @@ def test_merged_context():
 
 
 def test_chunked_logits_inside_model():
-    model = _glad()
+    model = build_tiny_glad()
     _perturb_trainables(model)
     images, tokens, _ = _batch(model)
     with torch.no_grad():
@@ -169,7 +166,7 @@ def test_chunked_logits_inside_model():
 
 
 def test_model_variants_and_errors():
-    model = _glad(custom_text=True)
+    model = build_tiny_glad(custom_text=True)
     images, tokens, _ = _batch(model)
     assert model(images, tokens).shape == (4, len(CLASSES))
     assert model.tokenize("one prompt").shape == (1, 16)
@@ -179,7 +176,7 @@ def test_model_variants_and_errors():
         GladModel(clip, tok, lora=LoraConfig(r=8))
     kept = GladModel(clip, tok, lora=None)  # adopt the existing adapters
     assert kept.lora_config == LoraConfig(r=4)
-    assert "model_name='tiny'" in repr(_glad())
+    assert "model_name='tiny'" in repr(build_tiny_glad())
 
 
 # ---------------------------------------------------------------------------- loss
@@ -219,7 +216,7 @@ def test_glad_loss_teacher_gets_no_gradient_and_options():
 def test_teacher_pass_switches_modules_collected_once(monkeypatch):
     import glad.models.glad_model as gm
 
-    model = _glad()
+    model = build_tiny_glad()
     images, tokens, _ = _batch(model)
     _perturb_trainables(model)
     calls = []

@@ -16,7 +16,8 @@ from glad.models import (
 
 
 @pytest.fixture(scope="module")
-def vitb16():
+def _vitb16_base():
+    """ViT-B-16 loaded once per module, with its reference features."""
     n = torch.get_num_threads()
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -28,6 +29,16 @@ def vitb16():
         reference = (clip.encode_image(images, normalize=True), clip.encode_text(tokens, normalize=True))
     yield clip, tokenizer, images, tokens, reference
     torch.set_num_threads(n)
+
+
+@pytest.fixture
+def vitb16(_vitb16_base):
+    """A fresh copy of the module's ViT-B-16 for each test (tests inject and merge LoRA into it):
+    no test depends on another having run, or on the order."""
+    import copy
+
+    clip, *rest = _vitb16_base
+    return (copy.deepcopy(clip), *rest)
 
 
 def test_lora_parameter_count_and_exact_start(vitb16):
@@ -57,8 +68,7 @@ def test_lora_parameter_count_and_exact_start(vitb16):
 
 def test_merged_and_disabled(vitb16):
     clip, _, images, tokens, (img0, txt0) = vitb16
-    if not any("lora_" in n for n, _ in clip.named_parameters()):
-        inject_lora(clip, LoraConfig())
+    inject_lora(clip, LoraConfig())
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
         for n, p in clip.named_parameters():

@@ -20,7 +20,7 @@ from glad.engine.results import read_records
 
 
 @pytest.fixture(scope="module")
-def data_root(tmp_path_factory):
+def dtd_root(tmp_path_factory):
     root = tmp_path_factory.mktemp("data")
     make_coop_dataset(root, "dtd", n_classes=4, per_class=(4, 2, 3))
     return root
@@ -43,7 +43,7 @@ def _one_line_error(res, *needles):
     return lines[0]
 
 
-def test_user_data_runs_write_under_output_with_short_names(tiny, data_root, tmp_path):
+def test_user_data_runs_write_under_output_with_short_names(tiny, dtd_root, tmp_path):
     mine = make_imagefolder(tmp_path / "user" / "my_pets", n_classes=4, per_class=8)
     csv_dir = tmp_path / "user" / "csvdata"
     for i in range(16):
@@ -51,7 +51,7 @@ def test_user_data_runs_write_under_output_with_short_names(tiny, data_root, tmp
     (csv_dir / "flowers.csv").write_text("path,label\n" + "".join(f"{i}.png,c{i % 4}\n" for i in range(16)))
     before = _listing(tmp_path / "user")
     out = tmp_path / "out"
-    res = _train(*base_flags(data_root, out, **{"--epochs": 1}), "--dataset", f"imagefolder:{mine}",
+    res = _train(*base_flags(dtd_root, out, **{"--epochs": 1}), "--dataset", f"imagefolder:{mine}",
                  "--dataset", str(csv_dir / "flowers.csv"), "--method", "lora", "--seed", "1")
     assert res.exit_code == 0, res.output
     assert _listing(tmp_path / "user") == before  # nothing written into the user's data
@@ -66,7 +66,7 @@ def test_user_data_runs_write_under_output_with_short_names(tiny, data_root, tmp
     assert resolved["my_pets"] == f"imagefolder:{mine}"
 
 
-def test_same_stem_twice_gets_unique_names(tiny, data_root, tmp_path):
+def test_same_stem_twice_gets_unique_names(tiny, dtd_root, tmp_path):
     from glad.engine.runner import dataset_labels
 
     labels = dataset_labels(["imagefolder:/a/pets", "imagefolder:/b/pets/", "/c/pets.csv", "dtd"])
@@ -78,16 +78,16 @@ def test_same_stem_twice_gets_unique_names(tiny, data_root, tmp_path):
     (["--pretrained", "/nowhere/weights.safetensors"], "weights.safetensors"),
     (["--dataset", "eurosat"], "eurosat"),
 ])
-def test_failed_start_writes_nothing(tiny, data_root, tmp_path, args, needle):
+def test_failed_start_writes_nothing(tiny, dtd_root, tmp_path, args, needle):
     out = tmp_path / "run"
-    _one_line_error(_train(*base_flags(data_root, out), "--dataset", "dtd", *args), needle)
+    _one_line_error(_train(*base_flags(dtd_root, out), "--dataset", "dtd", *args), needle)
     assert not out.exists()
 
 
-def test_missing_coop_data_is_named_at_once(tiny, data_root, tmp_path):
+def test_missing_coop_data_is_named_at_once(tiny, dtd_root, tmp_path):
     # the paper's protocol on a root that holds only dtd: every missing folder named, nothing written
     out = tmp_path / "run"
-    line = _one_line_error(_train("--protocol", "base-to-novel", "--data-root", str(data_root), "--output", str(out)),
+    line = _one_line_error(_train("--protocol", "base-to-novel", "--data-root", str(dtd_root), "--output", str(out)),
                            "imagenet", "DATASETS.md", "Also missing: caltech101")
     assert "dtd" not in line.split("Also missing")[1] and not out.exists()
 
@@ -108,26 +108,26 @@ def test_failed_training_start_does_not_block_the_corrected_rerun(tiny, tmp_path
 
 
 @pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
-def test_non_finite_numbers_are_refused(tiny, data_root, tmp_path, value):
+def test_non_finite_numbers_are_refused(tiny, dtd_root, tmp_path, value):
     out = tmp_path / "run"
-    _one_line_error(_train(*base_flags(data_root, out), "--lr", value), "--lr", "finite")
+    _one_line_error(_train(*base_flags(dtd_root, out), "--lr", value), "--lr", "finite")
     assert not out.exists()
 
 
-def test_diverging_run_saves_and_reports_nothing(tiny, data_root, tmp_path):
+def test_diverging_run_saves_and_reports_nothing(tiny, dtd_root, tmp_path):
     out = tmp_path / "run"
-    res = _train(*base_flags(data_root, out), "--lr", "1e38", "--dataset", "dtd", "--method", "lora", "--seed", "1")
+    res = _train(*base_flags(dtd_root, out), "--lr", "1e38", "--dataset", "dtd", "--method", "lora", "--seed", "1")
     line = _one_line_error(res, "NaN/Inf", "step 1", "--lr")
     assert "nothing was saved" in line
     assert not list(out.rglob("adapter_model.safetensors")) and not list(out.rglob("step-*"))
     assert not (out / "results.jsonl").exists()
 
 
-def test_config_file_numbers_and_flag_names(tiny, data_root, tmp_path):
+def test_config_file_numbers_and_flag_names(tiny, dtd_root, tmp_path):
     out = tmp_path / "run"
     cfg = tmp_path / "c.yaml"
     cfg.write_text("lr: 1e-3\ndataset: dtd\nseed: 2\nbatch-size: 4\nmethod: [lora]\n")
-    res = _train(*base_flags(data_root, out, **{"--epochs": 1}), "--config", str(cfg))
+    res = _train(*base_flags(dtd_root, out, **{"--epochs": 1}), "--config", str(cfg))
     assert res.exit_code == 0, res.output
     saved = json.loads((out / "config.json").read_text())["config"]
     assert (saved["lr"], saved["datasets"], saved["seeds"], saved["methods"]) == (0.01, ["dtd"], [2], ["lora"])
@@ -138,9 +138,9 @@ def test_config_file_numbers_and_flag_names(tiny, data_root, tmp_path):
 
     assert _load_yaml(str(cfg)) == {"lr": 0.001}
     cfg.write_text('lora-r: "3"\n')  # quoted: a string, not a number
-    _one_line_error(_train(*base_flags(data_root, tmp_path / "r2"), "--config", str(cfg)), "--lora-r", "integer")
+    _one_line_error(_train(*base_flags(dtd_root, tmp_path / "r2"), "--config", str(cfg)), "--lora-r", "integer")
     cfg.write_text("learning-rate: 0.1\n")
-    _one_line_error(_train(*base_flags(data_root, tmp_path / "r3"), "--config", str(cfg)), "learning-rate",
+    _one_line_error(_train(*base_flags(dtd_root, tmp_path / "r3"), "--config", str(cfg)), "learning-rate",
                     "did you mean")
 
 
@@ -149,9 +149,9 @@ def test_config_file_numbers_and_flag_names(tiny, data_root, tmp_path):
     (["--device", "cuda"], ["--device cuda", "no CUDA device"]),
     (["--template", "{} {}"], ["--template", "exactly one"]),
 ])
-def test_one_line_errors(tiny, data_root, tmp_path, args, needles):
+def test_one_line_errors(tiny, dtd_root, tmp_path, args, needles):
     out = tmp_path / "run"
-    _one_line_error(_train(*base_flags(data_root, out), "--dataset", "dtd", *args), *needles)
+    _one_line_error(_train(*base_flags(dtd_root, out), "--dataset", "dtd", *args), *needles)
     assert not out.exists()
 
 
@@ -165,19 +165,19 @@ def test_corrupt_image_with_workers_is_one_line(tiny, tmp_path):
     assert "--skip-corrupt" not in line
 
 
-def test_truncated_adapter_is_one_line(tiny, data_root, tmp_path):
+def test_truncated_adapter_is_one_line(tiny, dtd_root, tmp_path):
     out = tmp_path / "run"
-    assert _train(*base_flags(data_root, out, **{"--epochs": 1}), "--dataset", "dtd", "--method", "lora",
+    assert _train(*base_flags(dtd_root, out, **{"--epochs": 1}), "--dataset", "dtd", "--method", "lora",
                   "--seed", "1").exit_code == 0
     adapter = out / "lora" / "dtd-base" / "seed1" / "adapter"
     weights = adapter / "adapter_model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
     res = CliRunner().invoke(cli, ["eval", "--adapter", str(adapter), "--dataset", "dtd", "--data-root",
-                                   str(data_root), "--workers", "0", "--device", "cpu"])
+                                   str(dtd_root), "--workers", "0", "--device", "cpu"])
     _one_line_error(res, str(weights), "truncated")
 
 
-def test_report_plot_draws_every_protocol(tiny, data_root, tmp_path):
+def test_report_plot_draws_every_protocol(tiny, dtd_root, tmp_path):
     root = tmp_path / "data"
     make_coop_dataset(root, "imagenet", n_classes=3, per_class=(2, 1, 2))
     make_coop_dataset(root, "dtd", n_classes=2, per_class=(2, 1, 2))
@@ -190,10 +190,10 @@ def test_report_plot_draws_every_protocol(tiny, data_root, tmp_path):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_signal_stops_after_a_step_with_a_checkpoint_and_the_resume_command(tiny, data_root, tmp_path, sig):
+def test_signal_stops_after_a_step_with_a_checkpoint_and_the_resume_command(tiny, dtd_root, tmp_path, sig):
     launcher = write_launcher(tmp_path, tiny)
     out = tmp_path / "run"
-    args = [*base_flags(data_root, out, **{"--epochs": 400, "--shots": 4}), "--dataset", "dtd", "--method", "lora",
+    args = [*base_flags(dtd_root, out, **{"--epochs": 400, "--shots": 4}), "--dataset", "dtd", "--method", "lora",
             "--seed", "1", "--checkpoint-every", "100000"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.Popen([PYTHON, str(launcher), "train", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
@@ -225,7 +225,7 @@ def test_few_shot_protocol_defaults_to_coops_shots(monkeypatch):
     assert seen[-1].model == "glad-tiny" and seen[-1].methods == ["zeroshot", "lora", "glad"]
 
 
-def test_fp16_autocast_trains_with_loss_scaling(tiny, data_root, tmp_path):
+def test_fp16_autocast_trains_with_loss_scaling(tiny, dtd_root, tmp_path):
     # "amp": fp16 autocast with a GradScaler wired into GradReg (for GPUs without bf16); its
     # state is checkpointed; the open_clip spelling amp_bf16 is bf16 autocast.
     from glad.engine.runtime import setup_runtime
@@ -234,7 +234,7 @@ def test_fp16_autocast_trains_with_loss_scaling(tiny, data_root, tmp_path):
     assert setup_runtime("cpu", "amp_bf16").autocast_dtype is torch.bfloat16
     assert setup_runtime("cpu", "bf16").grad_scaler() is None
     out = tmp_path / "amp"
-    res = _train(*base_flags(data_root, out, **{"--epochs": 12}), "--precision", "amp", "--dataset", "dtd",
+    res = _train(*base_flags(dtd_root, out, **{"--epochs": 12}), "--precision", "amp", "--dataset", "dtd",
                  "--method", "glad", "--seed", "1")
     assert res.exit_code == 0, res.output
     done = json.loads((out / "glad" / "dtd-base" / "seed1" / "done.json").read_text())
@@ -245,14 +245,14 @@ def test_fp16_autocast_trains_with_loss_scaling(tiny, data_root, tmp_path):
     rows = read_metrics(str(out / "glad" / "dtd-base" / "seed1" / "metrics.jsonl"))
     skipped = [r["skipped"] for r in rows]
     assert skipped[0] and not skipped[-1]
-    _one_line_error(_train(*base_flags(data_root, tmp_path / "x"), "--precision", "fp16"), "--precision fp16", "amp")
+    _one_line_error(_train(*base_flags(dtd_root, tmp_path / "x"), "--precision", "fp16"), "--precision fp16", "amp")
 
 
-def test_quiet_by_default_and_verbose_on_request(tiny, data_root, tmp_path):
+def test_quiet_by_default_and_verbose_on_request(tiny, dtd_root, tmp_path):
     from engine_fixtures import PYTHON, write_launcher
 
     launcher = write_launcher(tmp_path, tiny)
-    args = [*base_flags(data_root, tmp_path / "q", **{"--epochs": 1}), "--dataset", "dtd", "--method", "lora",
+    args = [*base_flags(dtd_root, tmp_path / "q", **{"--epochs": 1}), "--dataset", "dtd", "--method", "lora",
             "--seed", "1"]
     quiet = subprocess.run([PYTHON, str(launcher), "train", *args], capture_output=True, text=True, timeout=300)
     assert quiet.returncode == 0, quiet.stderr[-2000:]
@@ -283,21 +283,21 @@ def test_open_clip_names_and_threads(monkeypatch):
         torch.set_num_threads(threads)
 
 
-def test_template_round_trip(tiny, data_root, tmp_path):
+def test_template_round_trip(tiny, dtd_root, tmp_path):
     out = tmp_path / "t"
-    res = _train(*base_flags(data_root, out, **{"--epochs": 1}), "--dataset", "dtd", "--method", "lora", "--seed", "1",
+    res = _train(*base_flags(dtd_root, out, **{"--epochs": 1}), "--dataset", "dtd", "--method", "lora", "--seed", "1",
                  "--template", "a close-up of {}.")
     assert res.exit_code == 0, res.output
     adapter = out / "lora" / "dtd-base" / "seed1" / "adapter"
     config = json.loads((adapter / "adapter_config.json").read_text())
     assert config["template"] == config["template_override"] == "a close-up of {}."
     res = CliRunner().invoke(cli, ["eval", "--adapter", str(adapter), "--dataset", "dtd", "--split", "base",
-                                   "--data-root", str(data_root), "--workers", "0", "--device", "cpu", "--json"])
+                                   "--data-root", str(dtd_root), "--workers", "0", "--device", "cpu", "--json"])
     evaluated = json.loads(res.output)[0]
     recorded = next(r for r in read_records(str(out / "results.jsonl")) if r["split"] == "base")
     assert evaluated["template"] == "a close-up of {}." and evaluated["accuracy"] == recorded["accuracy"]
     res = CliRunner().invoke(cli, ["eval", "--adapter", str(adapter), "--dataset", "dtd", "--split", "base",
-                                   "--data-root", str(data_root), "--workers", "0", "--device", "cpu", "--json",
+                                   "--data-root", str(dtd_root), "--workers", "0", "--device", "cpu", "--json",
                                    "--template", "{} texture."])
     assert json.loads(res.output)[0]["template"] == "{} texture."
 

@@ -9,12 +9,6 @@ from PIL import Image
 from glad.world import datasets as wd
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("GLAD_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
 def test_materialize_writes_coop_split_and_matching_pngs(cache):
     folder = wd.materialize("world_counts")
     assert folder == cache / "world" / wd.dataset_key() / "world_counts"

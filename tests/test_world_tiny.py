@@ -11,12 +11,6 @@ from glad.world import tiny
 from glad.world.pretrain import BUDGETS, PretrainConfig, pretrain
 
 
-@pytest.fixture
-def cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("GLAD_CACHE", str(tmp_path / "cache"))
-    return tmp_path / "cache"
-
-
 def _state(model):
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
 

@@ -122,7 +122,6 @@ def loader_rates(items, cfg: Config, workers: int) -> dict:
 def model_rates(name: str, cfg: Config, device: torch.device) -> dict:
     """GLAD training step and merged evaluation forward, images/s on `device`."""
     from glad.config import METHODS, TrainConfig
-    from glad.engine.evaluate import merged_adapters
     from glad.engine.runtime import Runtime
     from glad.engine.train import make_optimizer, train_step
     from glad.models import GladModel
@@ -142,7 +141,7 @@ def model_rates(name: str, cfg: Config, device: torch.device) -> dict:
     step()  # warm
     train_rate = _rate(cfg.model_batch, step, cfg.rounds)
     model.eval()
-    with torch.no_grad(), merged_adapters(model):
+    with torch.no_grad(), model.merged():
         def forward():
             model.encode_image(images)
             sync(device)

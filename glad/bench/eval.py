@@ -1,6 +1,6 @@
 """`glad bench eval`: evaluation images/s of merged LoRA against plain CLIP, with and without AlignNet.
 
-It times ``glad.engine.evaluate.predict`` inside ``merged_adapters`` (what ``evaluate``
+It times ``glad.engine.evaluate.class_logits`` inside ``GladModel.merged`` (what ``evaluate``
 does per batch), every variant on the same batch, interleaved round by round.
 """
 
@@ -43,7 +43,7 @@ class Config(backbone.ModelBenchConfig):
 
 def run(cfg: Config, progress=None, command: str | None = None) -> dict:
     """Images/s of evaluation for each variant at `cfg.num_classes` classes; returns the report."""
-    from glad.engine.evaluate import class_text_features, merged_adapters, predict
+    from glad.engine.evaluate import class_logits, class_text_features
     from glad.models import GladModel
 
     say = progress or (lambda _msg: None)
@@ -63,7 +63,7 @@ def run(cfg: Config, progress=None, command: str | None = None) -> dict:
             backbone.randomize_adapters(model)  # a trained adapter, not the zero initialisation
             model.eval()
             if name.startswith("lora-merged"):
-                stack.enter_context(merged_adapters(model))
+                stack.enter_context(model.merged())
             models[name] = model
 
         # Text features: the prompts of `text_classes` classes encoded through the real path
@@ -83,7 +83,7 @@ def run(cfg: Config, progress=None, command: str | None = None) -> dict:
         dim = next(iter(models.values())).embed_dim
         text = torch.nn.functional.normalize(torch.randn(cfg.num_classes, dim, generator=g), dim=-1).to(device)
 
-        fns = {name: (lambda m=model: predict(m, images, text, runtime)) for name, model in models.items()}
+        fns = {name: (lambda m=model: class_logits(m, images, text, runtime).argmax(dim=1)) for name, model in models.items()}
         loads = []
 
         def after(label):

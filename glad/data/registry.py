@@ -9,10 +9,11 @@ engine registers glad.world, the built-in offline datasets.
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import os
 from collections.abc import Callable
+
+from glad.providers import load_providers, register_provider  # noqa: F401 - re-exported
 
 from .coop import SPECS, coop_builder
 from .types import DatasetError, DatasetSplits
@@ -22,7 +23,6 @@ Builder = Callable[..., DatasetSplits]
 
 _REGISTRY: dict[str, Builder] = {name: coop_builder(name) for name in SPECS}
 COOP_DATASETS: tuple[str, ...] = tuple(SPECS)
-_providers: dict[str, bool] = {}  # module name -> imported yet
 
 _ALIASES = {"imagenet_v2": "imagenetv2", "imagenet_adversarial": "imagenet_a",
             "imagenet_rendition": "imagenet_r", "caltech_101": "caltech101", "food_101": "food101",
@@ -48,20 +48,6 @@ def register_dataset(name: str, builder: Builder) -> None:
         raise TypeError(f"builder for {name!r} must be callable(root) -> DatasetSplits, "
                         f"got {type(builder).__name__}")
     _REGISTRY[key] = builder
-
-
-def register_provider(module: str) -> None:
-    """Name a module whose import registers datasets (and protocol variants); it is imported
-    the first time a name nobody registered is asked for."""
-    _providers.setdefault(module, False)
-
-
-def load_providers() -> None:
-    """Import every provider not imported yet (a missing dependency inside one is an error)."""
-    for module, loaded in list(_providers.items()):
-        if not loaded:
-            _providers[module] = True
-            importlib.import_module(module)
 
 
 def available_datasets() -> list[str]:

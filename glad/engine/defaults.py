@@ -20,7 +20,7 @@ def use_builtin_datasets() -> None:
     """Let dataset names reach glad's built-in world: glad.world registers its datasets and
     protocol variants when a name nobody registered is first asked for (it provides them like
     a user's package). glad's train and eval ask for it; importing glad changes nothing."""
-    from glad.data.registry import register_provider
+    from glad.providers import register_provider
 
     register_provider("glad.world")
 

@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-
 import torch
 from torch.utils.data import DataLoader
 
 from glad.data import ImageDataset, format_prompt
 from glad.engine.runtime import Runtime
-from glad.models import merge_lora, unmerge_lora
-
-
-@contextlib.contextmanager
-def merged_adapters(model):
-    """Run the block with `model`'s LoRA folded into the weights (a no-op without LoRA)."""
-    if model.lora_config is None:
-        yield
-        return
-    merge_lora(model.clip)
-    try:
-        yield
-    finally:
-        unmerge_lora(model.clip)
 
 
 @torch.no_grad()
@@ -38,13 +22,13 @@ def class_text_features(model, classnames, template, runtime: Runtime, chunk: in
 
 
 @torch.no_grad()
-def predict(model, images, text_features, runtime: Runtime) -> torch.Tensor:
-    """Predicted class index of each image against `text_features` (no host sync)."""
+def class_logits(model, images, text_features, runtime: Runtime) -> torch.Tensor:
+    """[B, C] logits of a batch of transformed images against `text_features` (no host sync):
+    the one scoring path of evaluation and of `Classifier`."""
     images = images.to(runtime.device, non_blocking=True)
     with runtime.eval_autocast():
         feats = model.encode_image(images)
-        logits = model.logits(feats.float(), text_features)
-    return logits.argmax(dim=1)
+        return model.logits(feats.float(), text_features).float()
 
 
 def shard(items, runtime: Runtime):
@@ -76,7 +60,7 @@ def evaluate(model, items, classnames, template, transform, runtime: Runtime,
         loader = DataLoader(ImageDataset(mine, transform), batch_size=batch_size, shuffle=False,
                             num_workers=workers, pin_memory=runtime.device.type == "cuda")
     counts = torch.zeros(2, dtype=torch.long, device=runtime.device)  # correct, seen
-    with merged_adapters(model):
+    with model.merged():
         text = class_text_features(model, classnames, template, runtime)
         for images, labels in loader if mine else ():
             if stop_flag is not None and stop_flag():
@@ -84,7 +68,7 @@ def evaluate(model, items, classnames, template, transform, runtime: Runtime,
 
                 raise StopRequested("stopped during an evaluation")
             labels = labels.to(runtime.device, non_blocking=True)
-            counts[0] += (predict(model, images, text, runtime) == labels).sum()
+            counts[0] += (class_logits(model, images, text, runtime).argmax(dim=1) == labels).sum()
             counts[1] += labels.numel()
     sizes = [len(mine)]
     if runtime.world_size > 1:

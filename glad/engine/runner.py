@@ -27,6 +27,7 @@ import shutil
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 
@@ -374,13 +375,13 @@ class Runner:
         # Read once: each (method, job, seed) is visited once a run, so no record added below
         # can change what is done.
         records = read_run_records(cfg.output)
-        done = {_record_key(r) for r in records if r["protocol"] == cfg.protocol}
+        done = {EvalKey.of(r) for r in records if r["protocol"] == cfg.protocol}
         # Evaluations another protocol of this folder already made (the shared ImageNet source
         # model of cross-dataset and domain generalization; zero-shot CLIP anywhere), reused.
         self.reusable.clear()
         for r in records:
             if r.get("eval_precision", "fp32") == self.runtime.eval_precision:
-                self.reusable.setdefault(_reuse_key(METHODS.get(r["method"]), *_record_key(r)), r)
+                self.reusable.setdefault(EvalKey.of(r).reuse(), r)
         for method, job, seed in tasks:
             self._check_stop()
             self._run_job(method, job, seed, results_path, done)
@@ -408,7 +409,7 @@ class Runner:
     def _run_job(self, method, job: Job, seed: int, results_path: str, done: set) -> None:
         cfg, runtime = self.cfg, self.runtime
         train_label = self.labels[job.train_dataset]
-        keys = {(e, s): (method.name, train_label, self.labels[e], s, seed, job.shots) for e, s in job.evals}
+        keys = {(e, s): EvalKey(method.name, train_label, self.labels[e], s, seed, job.shots) for e, s in job.evals}
         todo = [(e, s) for e, s in job.evals if keys[e, s] not in done]
         if not todo:
             log.info("%s %s seed %d: done, skipped", method.name, train_label, seed)
@@ -417,7 +418,7 @@ class Runner:
         for eval_name, split in todo:
             # decided by the key, which every rank holds (only rank 0 holds the record itself), so
             # all ranks take the same path and their collectives stay matched
-            reuse_key = _reuse_key(method, *keys[eval_name, split])
+            reuse_key = keys[eval_name, split].reuse()
             if reuse_key not in self.reusable:
                 fresh.append((eval_name, split))
             elif runtime.is_main:  # the same model on the same images: its record, not a new pass
@@ -457,7 +458,7 @@ class Runner:
                           "config": cfg.to_dict(), **_provenance()}
                 self._record(results_path, record, job_dir if method.train else None)
             # every rank knows the key (only rank 0 holds the record): all take the same path
-            self.reusable[_reuse_key(method, *keys[eval_name, split])] = record
+            self.reusable[keys[eval_name, split].reuse()] = record
             runtime.barrier()
 
     def _record(self, results_path: str, record: dict, job_dir: str | None = None) -> None:
@@ -535,16 +536,28 @@ def read_run_records(folder: str) -> list[dict]:
     return records
 
 
-def _record_key(r: dict) -> tuple:
-    return (r["method"], r["train_dataset"], r["eval_dataset"], r["split"], r["seed"], r.get("shots", 16))
+class EvalKey(NamedTuple):
+    """One evaluation of a run: a results record's identity within its protocol."""
 
+    method: str
+    train_dataset: str
+    eval_dataset: str
+    split: str
+    seed: int
+    shots: int
 
-def _reuse_key(method, name, train_dataset, eval_dataset, split, seed, shots) -> tuple:
-    """What an evaluation's result depends on: zero-shot CLIP only on the images and classes;
-    a trained adapter also on what it was trained on (dataset, classes, seed, shots)."""
-    if method is not None and not method.train:
-        return (name, eval_dataset, split)
-    return (name, train_dataset, eval_dataset, split, seed, shots)
+    @classmethod
+    def of(cls, record: dict) -> EvalKey:
+        return cls(record["method"], record["train_dataset"], record["eval_dataset"], record["split"],
+                   record["seed"], record.get("shots", 16))
+
+    def reuse(self) -> tuple:
+        """What the result depends on: zero-shot CLIP only on the images and classes; a trained
+        adapter also on what it was trained on (dataset, classes, seed, shots)."""
+        method = METHODS.get(self.method)
+        if method is not None and not method.train:
+            return (self.method, self.eval_dataset, self.split)
+        return tuple(self)
 
 
 def short_classes(items, classnames, shots: int) -> dict[str, int]:

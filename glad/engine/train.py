@@ -129,115 +129,144 @@ def train(model, method: Method, cfg: TrainConfig, items, classnames, template, 
     check, before anything is saved; StopRequested after saving a checkpoint once
     `stop_flag()` turns true (checked after every step).
     """
-    device = runtime.device
-    tokens = model.tokenize([format_prompt(template, c) for c in classnames]).to(device)
-    workers = default_workers() if cfg.workers is None else cfg.workers
-    loader, sampler = make_train_loader(items, transform, cfg, seed, runtime, workers)
-    total_iters = cfg.epochs * sampler.batches_per_epoch
-    if cfg.max_iters is not None:
-        total_iters = min(total_iters, cfg.max_iters)
+    job = TrainingJob(model, method, cfg, items, classnames, template, transform, seed, job_dir, runtime)
+    return job.run(stop_flag)
 
-    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    params = [p for _, p in named]
-    net = model
-    if runtime.world_size > 1:
-        net = torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
-    optimizer = make_optimizer(params, method, cfg, net, scaler=runtime.grad_scaler())
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, cosine_factor(total_iters, cfg.warmup_iters))
-    kl_weight = cfg.kl_weight if method.kl else 0.0
 
-    checkpoints = Checkpointer(os.path.join(job_dir, "checkpoints"))
-    epoch, batch, step = 0, 0, 0
-    optimizer.track_metrics = True
-    resumed = checkpoints.load_latest()
-    if resumed is not None:
+class TrainingJob:
+    """The state of one job's training loop, built whole before the first step: the loader,
+    GradReg and its schedule, the checkpoints, the metrics, and where the loop stands."""
+
+    def __init__(self, model, method: Method, cfg: TrainConfig, items, classnames, template, transform,
+                 seed: int, job_dir: str, runtime: Runtime):
+        self.model, self.cfg, self.job_dir, self.runtime = model, cfg, job_dir, runtime
+        device = runtime.device
+        self.tokens = model.tokenize([format_prompt(template, c) for c in classnames]).to(device)
+        workers = default_workers() if cfg.workers is None else cfg.workers
+        self.loader, self.sampler = make_train_loader(items, transform, cfg, seed, runtime, workers)
+        self.total_iters = cfg.epochs * self.sampler.batches_per_epoch
+        if cfg.max_iters is not None:
+            self.total_iters = min(self.total_iters, cfg.max_iters)
+        self.named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        self.params = [p for _, p in self.named]
+        self.net = model
+        if runtime.world_size > 1:
+            self.net = torch.nn.parallel.DistributedDataParallel(
+                model, device_ids=[device.index] if device.type == "cuda" else None)
+        self.optimizer = make_optimizer(self.params, method, cfg, self.net, scaler=runtime.grad_scaler())
+        self.optimizer.track_metrics = True
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
+                                                           cosine_factor(self.total_iters, cfg.warmup_iters))
+        self.kl_weight = cfg.kl_weight if method.kl else 0.0
+        self.checkpoints = Checkpointer(os.path.join(job_dir, "checkpoints"))
+        self.epoch, self.batch, self.step = self._resume()
+        # The step at which a parameter first stopped being finite, kept on the device: read only
+        # where the loop syncs anyway (before a checkpoint and at the end), so no step waits for it.
+        self.first_bad = torch.full((), -1, dtype=torch.long, device=device)
+        self.metrics = None
+        if runtime.is_main:
+            tensorboard = os.path.join(cfg.output, "tensorboard", os.path.relpath(job_dir, cfg.output)) \
+                if cfg.tensorboard else None
+            self.metrics = StepMetrics(job_dir, resume_step=self.step, tensorboard_dir=tensorboard)
+
+    def _resume(self) -> tuple[int, int, int]:
+        """(epoch, batch, step) to start from: the latest checkpoint's, restored, or zeros."""
+        resumed = self.checkpoints.load_latest()
+        if resumed is None:
+            return 0, 0, 0
         tensors, state = resumed
         with torch.no_grad():
-            for name, p in named:
+            for name, p in self.named:
                 p.copy_(tensors[name])
-        optimizer.load_state_dict(state["optimizer"])
-        if optimizer.scaler is not None and state.get("scaler"):
-            optimizer.scaler.load_state_dict(state["scaler"])
-        scheduler.load_state_dict(state["scheduler"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.optimizer.scaler is not None and state.get("scaler"):
+            self.optimizer.scaler.load_state_dict(state["scaler"])
+        self.scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
-        epoch, batch, step = state["epoch"], state["batch"], state["step"]
-        log.info("resumed %s at epoch %d, batch %d (step %d)", job_dir, epoch, batch, step)
+        log.info("resumed %s at epoch %d, batch %d (step %d)", self.job_dir, state["epoch"], state["batch"],
+                 state["step"])
+        return state["epoch"], state["batch"], state["step"]
 
-    # The step at which a parameter first stopped being finite, kept on the device: read only
-    # where the loop syncs anyway (before a checkpoint and at the end), so no step waits for it.
-    first_bad = torch.full((), -1, dtype=torch.long, device=device)
-
-    def check_finite():
-        bad = int(first_bad.item())
+    def check_finite(self) -> None:
+        bad = int(self.first_bad.item())
         if bad >= 0:
             raise TrainingDivergedError(
-                f"training {job_dir} diverged: the adapter's parameters became NaN/Inf at step {bad} "
-                f"(--lr {cfg.lr}); nothing was saved. Lower --lr, or set --grad-clip")
+                f"training {self.job_dir} diverged: the adapter's parameters became NaN/Inf at step {bad} "
+                f"(--lr {self.cfg.lr}); nothing was saved. Lower --lr, or set --grad-clip")
 
-    def save(next_epoch, next_batch):
-        check_finite()
-        if metrics is not None:
-            metrics.flush()
-        if runtime.is_main:
-            state = {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+    def save(self) -> None:
+        """A checkpoint to resume from at the loop's current position (all ranks call it)."""
+        self.check_finite()
+        if self.metrics is not None:
+            self.metrics.flush()
+        if self.runtime.is_main:
+            optimizer = self.optimizer
+            state = {"optimizer": optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
                      "scaler": None if optimizer.scaler is None else optimizer.scaler.state_dict(),
-                     "rng": rng_state(), "epoch": next_epoch, "batch": next_batch, "step": step}
-            checkpoints.save(step, {n: p for n, p in named}, state)
-        runtime.barrier()
+                     "rng": rng_state(), "epoch": self.epoch, "batch": self.batch, "step": self.step}
+            self.checkpoints.save(self.step, dict(self.named), state)
+        self.runtime.barrier()
 
-    from glad.progress import Progress
+    def _one_step(self, images, labels) -> torch.Tensor:
+        device = self.runtime.device
+        images = images.to(device, non_blocking=True)
+        labels = labels.to(device, non_blocking=True)
+        parts = {}
+        lr = self.optimizer.param_groups[0]["lr"]
+        loss = train_step(self.model, self.net, self.optimizer, images, labels, self.tokens, self.kl_weight,
+                          self.runtime, parts)
+        self.scheduler.step()
+        self.step += 1
+        self.batch += 1
+        info = self.optimizer.last_info
+        if self.metrics is not None:
+            self.metrics.add(step_row(info, parts, device), step=self.step, epoch=self.epoch, lr=lr,
+                             skipped=bool(info.get("skipped")))
+        finite = torch.stack(torch._foreach_norm(self.params)).isfinite().all()
+        self.first_bad = torch.where(finite | (self.first_bad >= 0), self.first_bad, self.step)
+        return loss.detach()
 
-    # method, dataset and seed: the job folder's last three parts (<method>/<dataset>-<classes>/seedK)
-    bar = Progress(total_iters, " ".join(os.path.normpath(job_dir).split(os.sep)[-3:]), initial=step,
-                   enabled=runtime.is_main)
-    metrics = None
-    if runtime.is_main:
-        tensorboard = os.path.join(cfg.output, "tensorboard", os.path.relpath(job_dir, cfg.output)) \
-            if cfg.tensorboard else None
-        metrics = StepMetrics(job_dir, resume_step=step, tensorboard_dir=tensorboard)
-    model.train()
-    running = []
-    while step < total_iters:
-        sampler.set_epoch(epoch, batch)
-        for images, labels in loader:
-            images = images.to(device, non_blocking=True)
-            labels = labels.to(device, non_blocking=True)
-            parts = {}
-            lr = optimizer.param_groups[0]["lr"]
-            loss = train_step(model, net, optimizer, images, labels, tokens, kl_weight, runtime, parts)
-            scheduler.step()
-            step += 1
-            batch += 1
-            if metrics is not None:
-                metrics.add(step_row(optimizer.last_info, parts, device), step=step, epoch=epoch, lr=lr,
-                            skipped=bool(optimizer.last_info.get("skipped")))
-            finite = torch.stack(torch._foreach_norm(params)).isfinite().all()
-            first_bad = torch.where(finite | (first_bad >= 0), first_bad, step)
-            running.append(loss.detach())
-            bar.update(1)
-            if step >= total_iters:
-                break
-            if cfg.checkpoint_every and step % cfg.checkpoint_every == 0:
-                save(epoch, batch)
-            if _stop_agreed(stop_flag, step, runtime):
-                save(epoch, batch)
-                bar.close()
-                raise StopRequested(f"stopped {job_dir} after step {step}; checkpoint saved")
-        if batch >= sampler.batches_per_epoch:
-            epoch, batch = epoch + 1, 0
-        if step < total_iters:
-            save(epoch, batch)
-    bar.close()
-    check_finite()
-    if metrics is not None:
-        metrics.close()
-    mean_loss = torch.stack(running).mean().item() if running else float("nan")
-    # the epochs run (a fraction when --max-iters cut the schedule), and the epochs asked for
-    stats = {"steps": step, "epochs": round(step / sampler.batches_per_epoch, 4), "epochs_planned": cfg.epochs,
-             "mean_loss_last_run": mean_loss,
-             "skipped_steps": int(getattr(optimizer, "skipped_steps", 0))}
-    if metrics is not None:
-        stats["metrics"] = summarize(metrics.path)
-    log.info("trained %s: %d steps, mean loss %.4f, %d skipped", job_dir, step, mean_loss, stats["skipped_steps"])
-    return stats
+    def run(self, stop_flag=lambda: False) -> dict:
+        """Train to `total_iters`; returns the job's stats (done.json)."""
+        from glad.progress import Progress
+
+        cfg, runtime = self.cfg, self.runtime
+        # method, dataset and seed: the job folder's last three parts (<method>/<dataset>-<classes>/seedK)
+        bar = Progress(self.total_iters, " ".join(os.path.normpath(self.job_dir).split(os.sep)[-3:]),
+                       initial=self.step, enabled=runtime.is_main)
+        self.model.train()
+        running = []
+        while self.step < self.total_iters:
+            self.sampler.set_epoch(self.epoch, self.batch)
+            for images, labels in self.loader:
+                running.append(self._one_step(images, labels))
+                bar.update(1)
+                if self.step >= self.total_iters:
+                    break
+                if cfg.checkpoint_every and self.step % cfg.checkpoint_every == 0:
+                    self.save()
+                if _stop_agreed(stop_flag, self.step, runtime):
+                    self.save()
+                    bar.close()
+                    raise StopRequested(f"stopped {self.job_dir} after step {self.step}; checkpoint saved")
+            if self.batch >= self.sampler.batches_per_epoch:
+                self.epoch, self.batch = self.epoch + 1, 0
+            if self.step < self.total_iters:
+                self.save()
+        bar.close()
+        self.check_finite()
+        if self.metrics is not None:
+            self.metrics.close()
+        return self._stats(running)
+
+    def _stats(self, running: list[torch.Tensor]) -> dict:
+        mean_loss = torch.stack(running).mean().item() if running else float("nan")
+        # the epochs run (a fraction when --max-iters cut the schedule), and the epochs asked for
+        stats = {"steps": self.step, "epochs": round(self.step / self.sampler.batches_per_epoch, 4),
+                 "epochs_planned": self.cfg.epochs, "mean_loss_last_run": mean_loss,
+                 "skipped_steps": int(self.optimizer.skipped_steps)}
+        if self.metrics is not None:
+            stats["metrics"] = summarize(self.metrics.path)
+        log.info("trained %s: %d steps, mean loss %.4f, %d skipped", self.job_dir, self.step, mean_loss,
+                 stats["skipped_steps"])
+        return stats

@@ -147,11 +147,9 @@ class Classifier:
     @torch.no_grad()
     def probabilities(self, images: torch.Tensor) -> torch.Tensor:
         """[B, C] class probabilities of a batch of transformed images."""
-        images = images.to(self.runtime.device)
-        with self.runtime.eval_autocast():
-            feats = self.model.encode_image(images)
-            logits = self.model.logits(feats.float(), self.text)
-        return logits.float().softmax(dim=-1)
+        from glad.engine.evaluate import class_logits
+
+        return class_logits(self.model, images, self.text, self.runtime).softmax(dim=-1)
 
     def predict(self, paths: Sequence[str], top_k: int = 5, batch_size: int = 64) -> list[Prediction]:
         """Top-k classes of each image file; an unreadable file gets its error, the rest go on."""

@@ -45,3 +45,15 @@ def build_tiny_clip(seed: int = 0, **overrides):
         model = cls(**cfg).eval()
     tokenizer = open_clip.SimpleTokenizer(context_length=cfg["text_cfg"]["context_length"])
     return model, tokenizer
+
+
+def build_tiny_glad(lora="default", alignnet: bool = True, *, model_name: str = "tiny", pretrained=None,
+                    alignnet_hidden=None, **clip_overrides):
+    """A GladModel around `build_tiny_clip(**clip_overrides)`: LoRA of `lora` (a LoraConfig,
+    ``"default"`` for rank 8 in q/k/v, None for none) and AlignNet when `alignnet`."""
+    from glad.models import GladModel, LoraConfig
+
+    clip, tokenizer = build_tiny_clip(**clip_overrides)
+    extra = {} if alignnet_hidden is None else {"alignnet_hidden": alignnet_hidden}
+    return GladModel(clip, tokenizer, lora=LoraConfig() if lora == "default" else lora, use_alignnet=alignnet,
+                     model_name=model_name, pretrained=pretrained, **extra)
