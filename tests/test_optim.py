@@ -544,6 +544,36 @@ def test_a_normal_step_reads_one_value_back_from_the_device(mode, monkeypatch):
     assert reads == ["item"]
 
 
+def test_an_fp16_step_reads_one_value_back_from_the_device_too(monkeypatch):
+    """With a GradScaler the loss scale stays on the device: the projection unscales g and g' there,
+    and the skip decision (which covers the scaler's overflow check) is still the only read."""
+    torch.manual_seed(18)
+    model = SinNet()
+    x, y = batch()
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**12)
+    opt = GradReg(None, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), scaler=scaler,
+                  max_grad_norm=1.0)
+
+    def closure():
+        opt.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        scaler.scale(loss).backward()
+        return loss
+
+    opt.step(closure)
+    reads = []
+    for name in ("item", "__bool__", "__float__", "__int__", "tolist"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, _name=name, **kwargs):
+            reads.append(_name)
+            return _original(self, *args, **kwargs)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    opt.step(closure)
+    monkeypatch.undo()
+    assert reads == ["item"] and opt.skipped_steps == 0
+
+
 def test_flat_params_keep_the_values_in_one_storage():
     torch.manual_seed(19)
     model = SinNet()

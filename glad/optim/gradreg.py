@@ -300,13 +300,17 @@ class GradReg(torch.optim.Optimizer):
 
         if self.per_rank_perturbation:  # g is still this rank's own; the update needs the mean
             all_reduce_mean_(buffers.flat[a], self._group)
-        delta = self.delta
+        scale = None
         if self.scaler is not None:
-            # Both gradients carry the loss scale S (a power of two, so scaling is exact):
-            # <Sg,Sg'>/(||Sg||^2 + S^2 delta) is the unscaled projection coefficient.
-            delta = delta * float(self.scaler.get_scale()) ** 2
-        stats = project_interpolate_(buffers.flat[a], buffers.flat[b], self.alpha, delta,
+            # Both gradients carry the loss scale S, a power of two: dividing by it and multiplying
+            # back are exact, and the projection sees the unscaled g and g' (its delta means the
+            # same as without a scaler). S stays on the device: reading it would sync.
+            scale = self.scaler._get_scale_async()
+            torch._foreach_mul_(buffers.flat[a] + buffers.flat[b], scale.double().reciprocal().float())
+        stats = project_interpolate_(buffers.flat[a], buffers.flat[b], self.alpha, self.delta,
                                      backend=self.backend)
+        if scale is not None:  # g_f back in the scaler's units, for its unscale_ and overflow check
+            torch._foreach_mul_(buffers.flat[a], scale)
         checks += [("g'", stats.dot), ("g", stats.norm_sq)]  # the op wrote nothing if either is not finite
         info["dot"], info["norm_sq"] = stats.dot, stats.norm_sq
         buffers.attach_used(a)  # g_f, in buffer a
@@ -357,11 +361,11 @@ class GradReg(torch.optim.Optimizer):
             if scaler is not None:
                 scaler.update()
             return
+        # With a scaler this is what scaler.step does once its overflow check passed (that check
+        # is part of `bad`, see above); calling it would read its flag from the device a second time.
+        self.base_optimizer.step()
         if scaler is not None:
-            scaler.step(self.base_optimizer)
             scaler.update()
-        else:
-            self.base_optimizer.step()
 
 
 def _check_number(name, value, low=None, high=None, strict=False):
