@@ -16,6 +16,7 @@ from data_fixtures import (
 )
 
 import glad.data as gd
+from glad import providers
 from glad.data import registry
 
 SPLIT_FILE_DATASETS = tuple(SPLIT_LAYOUTS)
@@ -304,8 +305,8 @@ def test_unknown_names_import_the_registered_providers_once(monkeypatch):
         calls.append(module)
         gd.register_dataset("world_toy_test", lambda root: gd.DatasetSplits("world_toy_test", [], [], [], ["a"]))
 
-    monkeypatch.setattr(registry, "_providers", {})
-    monkeypatch.setattr(registry.importlib, "import_module", fake_import)
+    monkeypatch.setattr(providers, "_providers", {})
+    monkeypatch.setattr(providers.importlib, "import_module", fake_import)
     try:
         gd.register_provider("toy.provider")
         assert gd.build_dataset("world_toy_test").classnames == ["a"]
@@ -317,14 +318,14 @@ def test_unknown_names_import_the_registered_providers_once(monkeypatch):
 
 
 def test_glad_data_names_no_provider_and_a_broken_provider_is_an_error(monkeypatch):
-    monkeypatch.setattr(registry, "_providers", {})
+    monkeypatch.setattr(providers, "_providers", {})
     with pytest.raises(gd.DatasetError, match="unknown dataset"):
         gd.build_dataset("no_such_dataset")  # nothing to import: glad.data imports nothing above it
 
     def broken(module):
         raise ModuleNotFoundError("No module named 'scipy'", name="scipy")
 
-    monkeypatch.setattr(registry.importlib, "import_module", broken)
+    monkeypatch.setattr(providers.importlib, "import_module", broken)
     gd.register_provider("needs.scipy")
     with pytest.raises(ModuleNotFoundError, match="scipy"):
         gd.build_dataset("no_such_dataset")
