@@ -85,6 +85,22 @@ def _worker(rank, port, out):
         results["skip"] = [p.detach().clone() for p in model.parameters()]
         results["skip_count"] = opt.skipped_steps
         results["skip_warned"] = sum(issubclass(w.category, NonFiniteStepWarning) for w in caught)
+        # The same with fp16-style loss scaling: every rank's scaler backs off together.
+        model = make_model()
+        net = nn.parallel.DistributedDataParallel(model)
+        scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=1)
+        opt = GradReg(None, torch.optim.AdamW(model.parameters(), lr=LR), rho=RHO, alpha=ALPHA, model=net,
+                      scaler=scaler)
+        for step, (x, y) in enumerate([shard(s, rank) for s in range(2)]):
+            def scaled(x=x, y=y, step=step):
+                opt.zero_grad()
+                loss = nn.functional.cross_entropy(net(x), y)
+                scaler.scale(loss).backward()
+                return loss + offset(step)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NonFiniteStepWarning)
+                opt.step(scaled)
+        results["scaled_skip"] = [opt.skipped_steps, scaler.get_scale()]
         torch.save(results, os.path.join(out, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()
@@ -169,3 +185,6 @@ def test_a_skip_on_one_rank_is_a_skip_on_every_rank(ddp_results):
         for p, q in zip(ddp_results[rank]["skip"], model.parameters(), strict=True):
             torch.testing.assert_close(p, q.detach(), rtol=0, atol=1e-6)
     assert ddp_results[0]["skip_warned"] == 1 and ddp_results[1]["skip_warned"] == 1
+    # with a GradScaler: step 0 grows the scale (2^10 -> 2^11), the skipped step 1 backs it off
+    # on every rank (2^10), not only on the rank whose loss was infinite
+    assert ddp_results[0]["scaled_skip"] == ddp_results[1]["scaled_skip"] == [1, 2.0**10]

@@ -331,7 +331,10 @@ class GradReg(torch.optim.Optimizer):
             # otherwise), so that the scaler's own overflow check, and hence its scale
             # backoff, agrees with the skip decision.
             first = buffers.flat[k][0]
-            first[:1].add_(_checks_sum(checks, device).mul(0.0).to(first.dtype))
+            failed = _checks_sum(checks, device)
+            if self._ddp:  # every rank's scaler backs off when any rank's checks failed
+                failed = sum_over_ranks(failed, self._group)
+            first[:1].add_(failed.mul(0.0).to(first.dtype))
             scaler.unscale_(self.base_optimizer)
             grad_name = grad_name or "final gradient"
         if self.max_grad_norm is not None or grad_name is not None:
