@@ -349,7 +349,22 @@ def dumps(config: TrainConfig) -> str:
     return json.dumps(config.to_dict(), indent=2, sort_keys=True)
 
 
-def is_user_data(spec: str) -> bool:
+IMAGEFOLDER_PREFIX = "imagefolder:"
+
+
+def user_data(spec) -> tuple[str, str] | None:
+    """(kind, path) of a dataset the user brings: ("imagefolder", PATH) for `imagefolder:PATH`,
+    ("csv", PATH) or ("json", PATH) for a CSV or a CoOp split file; None for a named dataset.
+    The one place glad tells the two apart."""
+    raw = str(spec).strip()
+    if raw.lower().startswith(IMAGEFOLDER_PREFIX):
+        return "imagefolder", raw[len(IMAGEFOLDER_PREFIX):]
+    for kind in ("csv", "json"):
+        if raw.lower().endswith("." + kind):
+            return kind, raw
+    return None
+
+
+def is_user_data(spec) -> bool:
     """A dataset the user brings (an image folder, a CSV, a split JSON), not a named one."""
-    raw = str(spec).strip().lower()
-    return raw.startswith("imagefolder:") or raw.endswith((".csv", ".json"))
+    return user_data(spec) is not None

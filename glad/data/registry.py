@@ -13,11 +13,12 @@ import inspect
 import os
 from collections.abc import Callable
 
+from glad.config import user_data
 from glad.providers import load_providers, register_provider  # noqa: F401 - re-exported
 
 from .coop import SPECS, coop_builder
 from .types import DatasetError, DatasetSplits
-from .userdata import IMAGEFOLDER_PREFIX, build_csv, build_imagefolder, build_split_json
+from .userdata import build_csv, build_imagefolder, build_split_json
 
 Builder = Callable[..., DatasetSplits]
 
@@ -76,12 +77,12 @@ def build_dataset(name: str, root: str | os.PathLike | None = None, *, check_fil
     if root is None:
         root = os.environ.get("GLAD_DATA") or None
     raw = os.fspath(name).strip()
-    if raw.lower().startswith(IMAGEFOLDER_PREFIX):
-        return build_imagefolder(raw[len(IMAGEFOLDER_PREFIX):], check_files=check_files)
-    if raw.lower().endswith(".json"):
-        return build_split_json(_user_path(raw, root), check_files=check_files)
-    if raw.lower().endswith(".csv"):
-        return build_csv(_user_path(raw, root), check_files=check_files)
+    if mine := user_data(raw):
+        kind, path = mine
+        if kind == "imagefolder":
+            return build_imagefolder(path, check_files=check_files)
+        build = build_split_json if kind == "json" else build_csv
+        return build(_user_path(path, root), check_files=check_files)
     key = normalize_name(raw)
     if key not in _REGISTRY:
         load_providers()

@@ -22,6 +22,8 @@ import random
 import warnings
 from collections import defaultdict
 
+from glad.config import IMAGEFOLDER_PREFIX  # what names an image folder as a dataset
+
 from .readers import (
     IMAGE_EXTENSIONS,
     check_files_exist,
@@ -34,7 +36,6 @@ from .readers import (
 from .templates import DEFAULT_TEMPLATE
 from .types import DatasetError, DatasetSplits, Datum
 
-IMAGEFOLDER_PREFIX = "imagefolder:"
 SPLIT_SEED = 1
 SPLIT_FRACTIONS = (0.5, 0.2)  # train, val; the rest is test
 _SPLITS = ("train", "val", "test")

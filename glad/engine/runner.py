@@ -92,14 +92,13 @@ def plan(cfg: TrainConfig) -> list[Job]:
 def dataset_label(spec: str) -> str:
     """A short readable name for a dataset spec: the CoOp/registered name, or the folder or file
     stem of `imagefolder:PATH`, `PATH.csv` and `PATH.json`."""
+    from glad.config import user_data
     from glad.data.registry import normalize_name
-    from glad.data.userdata import IMAGEFOLDER_PREFIX
 
-    raw = spec.strip()
-    if raw.lower().startswith(IMAGEFOLDER_PREFIX):
-        raw = raw[len(IMAGEFOLDER_PREFIX):]
-    elif not raw.lower().endswith((".csv", ".json")):
-        return normalize_name(raw)
+    mine = user_data(spec)
+    if mine is None:
+        return normalize_name(spec.strip())
+    raw = mine[1]
     stem = os.path.splitext(os.path.basename(os.path.normpath(os.path.expanduser(raw))))[0]
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in stem) or "dataset"
 
