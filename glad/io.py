@@ -89,6 +89,8 @@ def glad_cache() -> str:
     world and glad-tiny). An unusable one is refused naming the variable, not a deep path."""
     configured = os.environ.get("GLAD_CACHE")
     path = os.path.expanduser(configured or os.path.join("~", ".cache", "glad"))
+    if path in _usable_caches and os.path.isdir(path):  # written to before in this process
+        return path
     try:
         os.makedirs(path, exist_ok=True)
         if not os.access(path, os.W_OK):
@@ -97,7 +99,11 @@ def glad_cache() -> str:
         what = f"GLAD_CACHE={configured}" if configured else f"glad's cache folder {path}"
         raise CacheUnusableError(f"{what} is not a usable folder ({e.strerror or e}); point GLAD_CACHE to a "
                                  "writable folder") from None
+    _usable_caches.add(path)
     return path
+
+
+_usable_caches: set[str] = set()
 
 
 class CacheUnusableError(ValueError):
