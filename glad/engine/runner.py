@@ -125,15 +125,31 @@ def _provenance() -> dict:
     return versions()
 
 
-def check_output(cfg: TrainConfig, resume: bool, job_dirs: list[str] | None = None) -> None:
+def read_run_config(output: str) -> dict:
+    """The config.json a run wrote in `output` ({} when there is none)."""
+    path = os.path.join(output, "config.json")
+    if not os.path.exists(path):
+        return {}
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
+
+
+def earlier_run(output: str) -> dict:
+    """The config.json of an earlier run that left results in `output`; {} when there is none,
+    or only the settings of a run that failed before its first result."""
+    return read_run_config(output) if _holds_results(output) else {}
+
+
+def check_output(cfg: TrainConfig, resume: bool, job_dirs: list[str] | None = None,
+                 earlier: dict | None = None) -> None:
     """Refuse to mix runs: an output folder holds one set of training settings. Without
     `resume`, an unfinished job (checkpoints, no done.json) is refused too: any in the folder,
-    or only those of `job_dirs` (a job shard's own: other shards may be training now)."""
-    path = os.path.join(cfg.output, "config.json")
-    if not os.path.exists(path) or not _holds_results(cfg.output):
-        return  # nothing there, or only the settings of a run that failed before its first result
-    with open(path, encoding="utf-8") as f:
-        saved = json.load(f).get("training_identity", {})
+    or only those of `job_dirs` (a job shard's own: other shards may be training now).
+    `earlier` is `earlier_run(cfg.output)` when the caller has read it."""
+    earlier = earlier_run(cfg.output) if earlier is None else earlier
+    if not earlier:
+        return
+    saved = earlier.get("training_identity", {})
     mine = cfg.training_identity()
     diff = sorted(k for k in set(saved) | set(mine) if saved.get(k) != mine.get(k))
     if diff:
@@ -160,14 +176,10 @@ def _holds_results(output: str) -> bool:
     return False
 
 
-def check_data(output: str, mine: dict[str, dict]) -> None:
+def check_data(output: str, mine: dict[str, dict], earlier: dict | None = None) -> None:
     """Refuse to mix data: a dataset name (its table label) in an output folder stands for one
     source and one file list, so another folder of the same name is not "done" there."""
-    path = os.path.join(output, "config.json")
-    if not os.path.exists(path) or not _holds_results(output):
-        return
-    with open(path, encoding="utf-8") as f:
-        saved = json.load(f).get("data", {})
+    saved = (earlier_run(output) if earlier is None else earlier).get("data", {})
     clash = [label for label in mine if label in saved and saved[label] != mine[label]]
     if clash:
         label = clash[0]
@@ -177,14 +189,10 @@ def check_data(output: str, mine: dict[str, dict]) -> None:
 
 
 def _write_run_config(cfg: TrainConfig, resolved: dict, data: dict[str, dict]) -> None:
-    path = os.path.join(cfg.output, "config.json")
-    earlier = {}
-    if os.path.exists(path):  # another protocol's datasets in this folder stay on record
-        try:
-            with open(path, encoding="utf-8") as f:
-                earlier = json.load(f).get("data", {})
-        except (OSError, ValueError):
-            earlier = {}
+    try:  # another protocol's datasets in this folder stay on record
+        earlier = read_run_config(cfg.output).get("data", {})
+    except (OSError, ValueError):
+        earlier = {}
     data = {"config": cfg.to_dict(), "training_identity": cfg.training_identity(), "resolved": resolved,
             "data": {**earlier, **data}, **_provenance()}
     atomic_write_text(os.path.join(cfg.output, "config.json"), json.dumps(data, indent=2, sort_keys=True))
@@ -340,8 +348,9 @@ class Runner:
         self.labels = dataset_labels(n for job in jobs for n in (job.train_dataset, *(e for e, _ in job.evals)))
         tasks = [(METHODS[m], job, seed) for m in cfg.methods for job in jobs for seed in cfg.seeds]
         tasks = tasks[shard_index::shard_count]  # the same plan in every process, dealt out
+        earlier = earlier_run(cfg.output)  # read once for both checks
         check_output(cfg, self.resume, None if shard_count == 1 else
-                     [self.job_dir(method, job, seed) for method, job, seed in tasks])
+                     [self.job_dir(method, job, seed) for method, job, seed in tasks], earlier)
         missing = {}
         for spec in self.labels:  # fail on missing data now, not after hours of training
             try:
@@ -352,7 +361,7 @@ class Runner:
             first, *others = missing
             more = f" Also missing: {', '.join(others)}." if others else ""
             raise MissingDataError(missing[first] + more)
-        check_data(cfg.output, self.data_identity())
+        check_data(cfg.output, self.data_identity(), earlier)
         self.check_evaluable(jobs)
         self.base_clip()  # weights load (or fail) before anything is written
         if any(METHODS[m].train for m in cfg.methods):
