@@ -99,8 +99,11 @@ def test_readme_lists_the_protocol_commands():
 
 
 def test_base_to_novel_then_eval_and_report(user):
-    res = run_readme("glad train --protocol base-to-novel", user)
+    import shutil
+
     out = user.home / "runs" / "b2n"
+    shutil.rmtree(out, ignore_errors=True)  # a run of its own, whichever test made one before
+    res = run_readme("glad train --protocol base-to-novel", user)
     records = assert_real_run(out, "base-to-novel", {"glad"}, set(BASE_TO_NOVEL_DATASETS))
     assert {r["split"] for r in records} == {"base", "novel"} and len(records) == 2 * 11
     for name in BASE_TO_NOVEL_DATASETS:
