@@ -292,7 +292,8 @@ def train(ctx, resume, demo, **params):
 
 @click.command(name="eval")
 @click.option("--adapter", default=None,
-              help="Adapter folder written by glad train, or hf-hub:user/name (omit for zero-shot CLIP).")
+              help="Adapter folder written by glad train or by glad export --format peft, or hf-hub:user/name "
+                   "(omit for zero-shot CLIP).")
 @click.option("--template", default=None,
               help="Prompt template, e.g. 'a photo of a {}.' (default: the --template the adapter was "
                    "trained with, else each dataset's own).")

@@ -8,7 +8,8 @@ from glad_cli.train import _fail, _run_guarded, _setup_logging
 
 @click.command()
 @click.option("--adapter", required=True,
-              help="Adapter folder written by glad train (…/seedK/adapter), or hf-hub:user/name[@revision].")
+              help="Adapter folder written by glad train (…/seedK/adapter) or by glad export --format peft, or "
+                   "hf-hub:user/name[@revision].")
 @click.argument("images", nargs=-1, required=True)
 @click.option("--classes", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Class names, one a line (default: those the adapter was trained on).")
