@@ -36,7 +36,7 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _version(package: str) -> str:
+def package_version(package: str) -> str:
     try:
         return importlib.metadata.version(package)
     except importlib.metadata.PackageNotFoundError:
@@ -46,7 +46,7 @@ def _version(package: str) -> str:
 def versions() -> dict:
     import glad
 
-    return {"glad": glad.__version__, "torch": torch.__version__, "open_clip": _version("open_clip_torch"),
+    return {"glad": glad.__version__, "torch": torch.__version__, "open_clip": package_version("open_clip_torch"),
             "git_commit": git_commit()}
 
 
