@@ -522,6 +522,21 @@ def test_boundary_settings_are_accepted(kwargs):
     assert opt.skipped_steps == 0
 
 
+def device_reads(monkeypatch, fn) -> list[str]:
+    """The tensor-value reads (host syncs) `fn()` makes, by name."""
+    reads = []
+    for name in ("item", "__bool__", "__float__", "__int__", "tolist"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, _name=name, **kwargs):
+            reads.append(_name)
+            return _original(self, *args, **kwargs)
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    fn()
+    monkeypatch.undo()
+    return reads
+
+
 @pytest.mark.parametrize("mode", ["off", "sam", "gradreg"])
 def test_a_normal_step_reads_one_value_back_from_the_device(mode, monkeypatch):
     """The skip decision is the step's only host sync (counted as reads of tensor values)."""
@@ -531,16 +546,7 @@ def test_a_normal_step_reads_one_value_back_from_the_device(mode, monkeypatch):
     opt = GradReg(None, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9), mode=mode,
                   max_grad_norm=1.0)
     opt.step(make_closure(model, opt, x, y, set_to_none=False))
-    reads = []
-    for name in ("item", "__bool__", "__float__", "__int__", "tolist"):
-        original = getattr(torch.Tensor, name)
-
-        def counted(self, *args, _original=original, _name=name, **kwargs):
-            reads.append(_name)
-            return _original(self, *args, **kwargs)
-        monkeypatch.setattr(torch.Tensor, name, counted)
-    opt.step(make_closure(model, opt, x, y, set_to_none=False))
-    monkeypatch.undo()
+    reads = device_reads(monkeypatch, lambda: opt.step(make_closure(model, opt, x, y, set_to_none=False)))
     assert reads == ["item"]
 
 
@@ -561,16 +567,7 @@ def test_an_fp16_step_reads_one_value_back_from_the_device_too(monkeypatch):
         return loss
 
     opt.step(closure)
-    reads = []
-    for name in ("item", "__bool__", "__float__", "__int__", "tolist"):
-        original = getattr(torch.Tensor, name)
-
-        def counted(self, *args, _original=original, _name=name, **kwargs):
-            reads.append(_name)
-            return _original(self, *args, **kwargs)
-        monkeypatch.setattr(torch.Tensor, name, counted)
-    opt.step(closure)
-    monkeypatch.undo()
+    reads = device_reads(monkeypatch, lambda: opt.step(closure))
     assert reads == ["item"] and opt.skipped_steps == 0
 
 
